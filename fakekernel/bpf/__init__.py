@@ -1,0 +1,1 @@
+"""Core BPF object types — include/linux/bpf.h."""

@@ -1,0 +1,118 @@
+"""struct bpf_map and the default bpf_map_ops — include/linux/bpf.h, kernel/bpf/syscall.c.
+
+A map type is a subclass of `BpfMap` implementing the `bpf_map_ops` members under their
+kernel names.  Syscall-side special cases are methods (`sys_lookup`, `sys_update`, ...)
+with defaults here, so `syscall/map_cmds.py` never branches on the map type.
+
+Storage is bytes: ``map_lookup_elem`` (the program-side op) returns the *address* of the
+value inside the kernel's `AddressSpace`, so program writes land in the map; the syscall
+side copies.
+"""
+from __future__ import annotations
+
+import attrs
+
+from fakekernel.errors import Errno, KernelError
+
+__all__ = ["BpfMap", "BPF_OBJ_NAME_LEN"]
+
+BPF_OBJ_NAME_LEN = 16
+
+
+@attrs.define(eq=False)
+class BpfMap:
+    kern: object
+    map_type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    map_flags: int = 0
+    map_extra: int = 0
+    numa_node: int = -1
+    name: bytes = b""
+    ifindex: int = 0
+    btf: object = None
+    btf_key_type_id: int = 0
+    btf_value_type_id: int = 0
+    btf_vmlinux_value_type_id: int = 0
+    id: int = 0
+    refcnt: int = 1            # all references (fds' files, progs, pins, inner/outer maps)
+    usercnt: int = 1           # user-held references (fds and pins)
+    frozen: bool = False
+    writecnt: int = 0          # writable mmaps
+    freed: bool = False
+    memlock: int = 0           # bytes charged (fdinfo memlock)
+
+    # ---- bpf_map_ops: creation ----
+    @classmethod
+    def map_alloc_check(cls, attr) -> None:
+        """Type-specific attr checks before allocation (EINVAL/E2BIG/...)."""
+
+    @classmethod
+    def map_alloc(cls, kern, attr) -> "BpfMap":
+        raise NotImplementedError
+
+    def map_free(self) -> None:
+        """Release storage (unmap its regions from the kernel address space)."""
+
+    # ---- bpf_map_ops: element ops (program and syscall side share them) ----
+    def map_lookup_elem(self, key: bytes) -> int:
+        """Program-side lookup: the address of the value, or 0 (NULL)."""
+        raise NotImplementedError
+
+    def map_update_elem(self, key: bytes, value: bytes, flags: int) -> None:
+        raise KernelError(Errno.EOPNOTSUPP, "update not supported")
+
+    def map_delete_elem(self, key: bytes) -> None:
+        raise KernelError(Errno.EOPNOTSUPP, "delete not supported")
+
+    def map_get_next_key(self, key: bytes | None) -> bytes:
+        raise KernelError(Errno.EOPNOTSUPP, "get_next_key not supported")
+
+    def map_lookup_and_delete_elem(self, key: bytes | None, flags: int) -> bytes:
+        raise KernelError(Errno.ENOTSUPP, "lookup_and_delete not supported")
+
+    # ---- syscall-side element ops (defaults: copy through the program-side ops) ----
+    @property
+    def sys_value_size(self) -> int:
+        """bpf_map_value_size(): what the syscall copies (per-CPU maps override)."""
+        return self.value_size
+
+    def sys_lookup(self, key: bytes, flags: int) -> bytes:
+        raise NotImplementedError
+
+    def sys_update(self, key: bytes, value: bytes, flags: int) -> None:
+        self.map_update_elem(key, value, flags)
+
+    def sys_delete(self, key: bytes) -> None:
+        self.map_delete_elem(key)
+
+    # ---- refcounts: bpf_map_inc / bpf_map_put / bpf_map_put_with_uref ----
+    def get(self, uref: bool = False) -> "BpfMap":
+        self.refcnt += 1
+        if uref:
+            self.usercnt += 1
+        return self
+
+    def put(self, uref: bool = False) -> None:
+        if uref:
+            self.usercnt -= 1
+            if self.usercnt == 0:
+                self.map_release_uref()
+        self.refcnt -= 1
+        if self.refcnt == 0:
+            self._free()
+
+    def map_release_uref(self) -> None:
+        """Last user reference gone (prog arrays clear themselves here)."""
+
+    def _free(self) -> None:
+        if self.freed:
+            return
+        self.freed = True
+        self.kern.map_idr.remove(self.id)
+        self.map_free()
+
+    def file_release(self, file) -> None:
+        """The last fd of a map file closed: drop its (user) reference."""
+        self.put(uref=True)

@@ -1,0 +1,144 @@
+"""The simulated machine — one `Kernel` is one booted Linux 6.18 with its own state.
+
+Everything a real kernel keeps globally (object ids, bpffs, netdevs, cgroups, the trace
+buffer, sysctls) hangs off a `Kernel` instance, so a test can boot as many as it likes.
+``Kernel.bpf(cmd, attr, size)`` is the syscall: ``>= 0`` or ``-errno``, never an exception.
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable
+
+import attrs
+
+from fakekernel.errors import Errno, KernelError
+from fakekernel.idr import Idr
+from fakekernel.task import ROOT, Creds, Task
+from uapi.backend import buffer_address
+
+__all__ = ["Kernel", "DEFAULT_SYSCTLS"]
+
+DEFAULT_SYSCTLS = {
+    "kernel.unprivileged_bpf_disabled": 2,
+    "net.core.bpf_jit_enable": 1,
+    "kernel.bpf_stats_enabled": 0,
+}
+
+
+def _monotonic_ns() -> int:
+    return time.monotonic_ns()
+
+
+@attrs.define(eq=False)
+class Kernel:
+    """A simulated kernel.  Settings are arguments; nothing is global."""
+
+    nr_cpus: int = 2
+    creds: Creds = ROOT
+    sysctls: dict = attrs.field(factory=dict)
+    clock: Callable[[], int] = _monotonic_ns          # CLOCK_MONOTONIC in ns (ktime_get_ns)
+    prandom: random.Random = attrs.field(factory=lambda: random.Random(0))
+    version: str = "6.18"
+    bpffs_mount: str = "/sys/fs/bpf"
+    pid: int = 1000
+
+    # state
+    prog_idr: Idr = attrs.field(factory=Idr, init=False)
+    map_idr: Idr = attrs.field(factory=Idr, init=False)
+    link_idr: Idr = attrs.field(factory=Idr, init=False)
+    btf_idr: Idr = attrs.field(factory=Idr, init=False)
+    tasks: list[Task] = attrs.field(factory=list, init=False)
+    current: Task = attrs.field(default=None, init=False)
+    trace_lines: list[str] = attrs.field(factory=list, init=False)
+    boot_ns: int = attrs.field(default=0, init=False)
+    world: object = attrs.field(default=None, init=False)      # net/cgroup/trace hook points
+    bpffs: object = attrs.field(default=None, init=False)
+    syscall_hooks: list = attrs.field(factory=list, init=False)   # (cmd, uattr, size, ret) observers
+
+    def __attrs_post_init__(self) -> None:
+        self.sysctls = {**DEFAULT_SYSCTLS, **self.sysctls}
+        self.boot_ns = self.clock()
+        self.current = self.spawn(creds=self.creds, pid=self.pid)
+        from fakekernel.bpffs import BpfFs
+        from fakekernel.world import World
+        self.bpffs = BpfFs(self, mountpoint=self.bpffs_mount)
+        self.world = World(self)
+
+    # ---- tasks ----
+    def spawn(self, *, creds: Creds | None = None, pid: int | None = None,
+              comm: str = "python3") -> Task:
+        """A new process with fds 0-2 open, sharing this Python process's memory."""
+        pid = pid if pid is not None else (max(t.pid for t in self.tasks) + 1 if self.tasks else 1000)
+        t = Task(pid=pid, comm=comm, creds=creds or self.creds)
+        t.open_std_files()
+        self.tasks.append(t)
+        return t
+
+    def ktime_get_ns(self) -> int:
+        return self.clock() - self.boot_ns
+
+    def sysctl(self, name: str) -> int:
+        return self.sysctls[name]
+
+    # ---- syscalls ----
+    def bpf(self, cmd: int, attr, size: int, *, task: Task | None = None) -> int:
+        """syscall(__NR_bpf, cmd, attr, size)."""
+        from fakekernel.syscall import sys_bpf
+        try:
+            addr = buffer_address(attr) if attr is not None else 0
+        except TypeError:
+            return -Errno.EFAULT
+        return sys_bpf(self, task or self.current, int(cmd), addr, int(size))
+
+    def close(self, fd: int, *, task: Task | None = None) -> int:
+        try:
+            (task or self.current).files.close(fd)
+        except KernelError as e:
+            return -e.errno
+        return 0
+
+    def dup(self, fd: int, *, task: Task | None = None) -> int:
+        try:
+            return (task or self.current).files.dup(fd)
+        except KernelError as e:
+            return -e.errno
+
+    def open(self, path: str, flags: int = 0, *, task: Task | None = None) -> int:
+        """open(2) of a path the simulated kernel owns (cgroup directories, bpffs pins)."""
+        try:
+            return self.world.open(path, flags, task or self.current)
+        except KernelError as e:
+            return -e.errno
+
+    def mkdir(self, path: str, mode: int = 0o700, *, task: Task | None = None) -> int:
+        try:
+            self.bpffs.mkdir(path, mode, task or self.current)
+        except KernelError as e:
+            return -e.errno
+        return 0
+
+    def unlink(self, path: str, *, task: Task | None = None) -> int:
+        try:
+            self.bpffs.unlink(path, task or self.current)
+        except KernelError as e:
+            return -e.errno
+        return 0
+
+    def rmdir(self, path: str, *, task: Task | None = None) -> int:
+        try:
+            self.bpffs.rmdir(path, task or self.current)
+        except KernelError as e:
+            return -e.errno
+        return 0
+
+    # ---- introspection for tests ----
+    def live_objects(self) -> dict[str, list]:
+        """Objects whose id still resolves (the leak check looks at this)."""
+        return {"progs": self.prog_idr.values(), "maps": self.map_idr.values(),
+                "links": self.link_idr.values(), "btfs": self.btf_idr.values()}
+
+    def shutdown(self) -> None:
+        """Every process exits: all fds close (pins and attachments stay, as on Linux)."""
+        for t in self.tasks:
+            t.files.close_all()
