@@ -54,6 +54,7 @@ class Kernel:
     boot_ns: int = attrs.field(default=0, init=False)
     world: object = attrs.field(default=None, init=False)      # net/cgroup/trace hook points
     bpffs: object = attrs.field(default=None, init=False)
+    _mem: object = attrs.field(default=None, init=False)
     syscall_hooks: list = attrs.field(factory=list, init=False)   # (cmd, uattr, size, ret) observers
 
     def __attrs_post_init__(self) -> None:
@@ -77,6 +78,17 @@ class Kernel:
 
     def ktime_get_ns(self) -> int:
         return self.clock() - self.boot_ns
+
+    def ktime_get_boottime_ns(self) -> int:
+        return self.clock() - self.boot_ns
+
+    @property
+    def mem(self):
+        """The kernel address space programs run in (map values live here)."""
+        if self._mem is None:
+            from fakekernel.interp.memory import AddressSpace
+            self._mem = AddressSpace()
+        return self._mem
 
     def sysctl(self, name: str) -> int:
         return self.sysctls[name]

@@ -44,6 +44,8 @@ class Attr:
         for p in parts[:-1]:
             obj = getattr(obj, p)
         last = parts[-1]
+        if value is None:           # an absent pointer/buffer: NULL
+            value = 0
         cur = getattr(obj, last)
         if isinstance(cur, ffi.CData) and ffi.typeof(cur).kind == "array":
             data = value.encode() if isinstance(value, str) else bytes(value)

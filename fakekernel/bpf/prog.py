@@ -55,6 +55,7 @@ class BpfProg:
     refcnt: int = 1
     freed: bool = False
     engine: object = None                 # the compiled/decoded form the runner executes
+    xlated: list | None = None            # the verifier's final instructions (list[Insn])
     prog_flags: int = 0
 
     def get(self) -> "BpfProg":
@@ -70,7 +71,11 @@ class BpfProg:
         if self.freed:
             return
         self.freed = True
-        self.kern.prog_idr.remove(self.aux.id)
+        if self.aux.id:
+            self.kern.prog_idr.remove(self.aux.id)
+        self._free_used_maps()
+
+    def _free_used_maps(self) -> None:
         maps, self.aux.used_maps = self.aux.used_maps, []
         for m in maps:
             m.put()

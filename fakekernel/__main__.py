@@ -1,0 +1,3 @@
+from fakekernel.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""Running a loaded program — kernel/bpf/core.c (bpf_prog_run / __bpf_prog_run).
+
+`bpf_prog_run` is the one way the simulated kernel executes a program: test runs and
+hook points both come through here.  The program's engine (the decoded interpreter form)
+and its helper table are built once, on first run.
+"""
+from __future__ import annotations
+
+from uapi.bpf import FuncId
+
+__all__ = ["bpf_prog_run", "prog_helpers"]
+
+
+def prog_helpers(prog) -> dict:
+    """helper id -> runtime function, as the prog type's get_func_proto allows them."""
+    table = getattr(prog, "_helpers", None)
+    if table is None:
+        get_proto = prog.ops.verifier_ops.get_func_proto
+        table = {}
+        for fid in FuncId:
+            proto = get_proto(fid, prog)
+            if proto is not None and proto.func is not None:
+                table[int(fid)] = proto.func
+        prog._helpers = table
+    return table
+
+
+def _engine(prog):
+    if prog.engine is None:
+        from fakekernel.interp.run import Interpreter
+        from uapi.insn import decode_prog
+        xl = prog.xlated if prog.xlated is not None else decode_prog(prog.insns)
+        prog.engine = Interpreter(xl)
+    return prog.engine
+
+
+def bpf_prog_run(kern, prog, ctx_addr: int, *, ctx=None, skb_data=None, cpu: int = 0) -> int:
+    """Run `prog` once with r1 = ctx_addr; returns r0 (u64)."""
+    from fakekernel.interp.run import RunEnv
+    env = RunEnv(mem=kern.mem, prog=prog, kernel=kern, ctx=ctx)
+    env.cpu = cpu
+    r0 = _engine(prog).run(kern.mem, ctx_addr, helpers=prog_helpers(prog), env=env,
+                           skb_data=skb_data)
+    prog.aux.run_cnt += 1
+    return r0
