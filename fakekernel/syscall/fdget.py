@@ -42,3 +42,46 @@ def bpf_get_file_flag(flags: int) -> int:
     if flags & MapFlags.WRONLY:
         return O_WRONLY
     return O_RDWR
+
+
+# ---- programs and links (bpf_prog_get, bpf_prog_new_fd, bpf_link_get_from_fd, bpf_link_new_fd) ----
+
+PROG_FILE_KIND = "bpf-prog"     # anon_inode:bpf-prog
+LINK_FILE_KIND = "bpf-link"     # anon_inode:bpf-link
+__all__ += ["PROG_FILE_KIND", "LINK_FILE_KIND", "bpf_prog_get", "bpf_prog_new_fd",
+            "bpf_link_get", "bpf_link_new_fd"]
+
+
+def bpf_prog_get(task, fd: int):
+    """fdget() + ____bpf_prog_get(): the prog behind `fd` (EBADF / EINVAL); no reference taken.
+
+    Callers that keep the prog beyond the syscall take their own reference (`prog.get()`).
+    """
+    f = task.files.fdget(fd)
+    if f.kind != PROG_FILE_KIND:
+        raise KernelError(Errno.EINVAL, f"fd {fd} is not a program")
+    return f.private_data
+
+
+def bpf_prog_new_fd(kern, task, prog) -> int:
+    """bpf_prog_new_fd(): a new read-write "bpf-prog" file that owns the caller's reference.
+
+    Programs ignore the open mode asked for (OBJ_GET with BPF_F_RDONLY still gives O_RDWR).
+    On EMFILE the reference is dropped with the file.
+    """
+    return task.files.install(File(kind=PROG_FILE_KIND, private_data=prog,
+                                   f_flags=O_RDWR | O_CLOEXEC))
+
+
+def bpf_link_get(task, fd: int):
+    """fdget() + bpf_link_get_from_fd() without the reference: EBADF / EINVAL."""
+    f = task.files.fdget(fd)
+    if f.kind != LINK_FILE_KIND:
+        raise KernelError(Errno.EINVAL, f"fd {fd} is not a link")
+    return f.private_data
+
+
+def bpf_link_new_fd(kern, task, link) -> int:
+    """bpf_link_new_fd(): a new read-write "bpf-link" file owning the caller's reference."""
+    return task.files.install(File(kind=LINK_FILE_KIND, private_data=link,
+                                   f_flags=O_RDWR | O_CLOEXEC))
