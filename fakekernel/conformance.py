@@ -80,7 +80,7 @@ from uapi.bpf import (
     BPF_XCHG,
     BPF_XOR,
 )
-from uapi.insn import INSN_SIZE, Insn, decode_prog, encode_prog, u32, u64
+from uapi.insn import INSN_SIZE, Insn, decode_prog, encode_prog, u64
 
 __all__ = [
     "AsmError",
@@ -92,6 +92,7 @@ __all__ = [
     "plugin_main",
     "main",
     "UNWIND_HELPER_ID",
+    "CONFORMANCE_HELPERS",
 ]
 
 #: the helper id the suite's runtimes register as "unwind" (tests/call_unwind_fail.data)
@@ -151,7 +152,7 @@ def _offset(text: str) -> int:
     try:
         if "0x" in text.lower():
             value = int(text, 16)
-            if not 0 <= abs(value) <= _U16_MAX:
+            if not -_U16_MAX <= value <= _U16_MAX:
                 raise AsmError(f"offset out of 16-bit range: {text}")
             return value
         value = int(text, 10)
@@ -244,7 +245,7 @@ def _enc_alu(asm: _Asm, mnemonic: str, ops: list[str]) -> Insn:
     off = 1 if name in _SIGNED_ALU else 0
     if name.startswith(_MOVSX):
         off, name = _offset(name[len(_MOVSX) :]), "mov"
-    if name in ("neg",):
+    if name == "neg":
         _nargs(ops, 1, mnemonic)
         return Insn(cls | BPF_NEG | BPF_K, _reg(ops[0]))
     if name not in _ALU_OPS:
@@ -351,9 +352,10 @@ def _enc_call(asm: _Asm, mnemonic: str, ops: list[str]) -> Insn:
 _Encoder = Callable[[_Asm, str, list[str]], "Insn | list[Insn]"]
 
 
-def _encoder_for(mnemonic: str) -> _Encoder:
-    """The mnemonic table (the suite's _bpf_mnemonic_map), matched on the mnemonic's stem."""
-    table: Sequence[tuple[str, _Encoder]] = (
+#: the mnemonic table (the suite's _bpf_mnemonic_map), keyed by the shape of the mnemonic
+_MNEMONICS: tuple[tuple[re.Pattern, _Encoder], ...] = tuple(
+    (re.compile(pattern), encoder)
+    for pattern, encoder in (
         (r"(le|be|swap|bswap)\d+", _enc_endian),
         (r"lddw", _enc_lddw),
         (r"ldxs?(b|h|w|dw)", _enc_ldx),
@@ -365,8 +367,12 @@ def _encoder_for(mnemonic: str) -> _Encoder:
         (r"j[a-z]+(32)?", _enc_jmp),
         (r"[a-z]+(\d+)?", _enc_alu),
     )
-    for pattern, encoder in table:
-        if re.fullmatch(pattern, mnemonic):
+)
+
+
+def _encoder_for(mnemonic: str) -> _Encoder:
+    for pattern, encoder in _MNEMONICS:
+        if pattern.fullmatch(mnemonic):
             return encoder
     raise AsmError(f"invalid mnemonic: {mnemonic}")
 

@@ -51,6 +51,8 @@ class Attr:
             data = value.encode() if isinstance(value, str) else bytes(value)
             ffi.memmove(getattr(obj, last), data, min(len(data), ffi.sizeof(cur)))
             return
+        if value is None:
+            value = 0
         if isinstance(value, (bytes, bytearray, str)) or (isinstance(value, ffi.CData)):
             value = self.ptr(value)
         setattr(obj, last, int(value) & ((1 << (8 * _field_size(field))) - 1))

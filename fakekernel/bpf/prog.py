@@ -11,12 +11,13 @@ BPF_TAG_SIZE = 8
 
 
 def prog_tag(xlated: bytes) -> bytes:
-    """bpf_prog_calc_tag(): first 8 bytes of SHA-1 over the insns with map fds zeroed.
+    """bpf_prog_calc_tag(): first 8 bytes of SHA-256 (6.18; SHA-1 before) over the insns
+    with map fds zeroed.
 
     The caller passes the instructions as the kernel hashes them (LD_IMM64 map references
     with their imm fields cleared).
     """
-    return hashlib.sha1(xlated).digest()[:BPF_TAG_SIZE]
+    return hashlib.sha256(xlated).digest()[:BPF_TAG_SIZE]
 
 
 @attrs.define(eq=False)

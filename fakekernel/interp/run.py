@@ -114,6 +114,16 @@ class RunEnv:
     kernel: object = None
     ctx: object = None
     insn_count: int = 0
+    cpu: int = 0  # smp_processor_id() for the helpers that ask
+    _vm: _Vm | None = attrs.field(default=None, init=False, repr=False)
+
+    def call_subprog(self, insn_idx: int, *args: int) -> int:
+        """Run the subprogram of the running program that starts at ``insn_idx`` as a callback
+        (what bpf_loop, bpf_for_each_map_elem, timers do with a BPF_PSEUDO_FUNC pointer) in a
+        new frame, with ``args`` in r1-r5; returns its r0."""
+        if self._vm is None:
+            raise RuntimeError("call_subprog outside of a program run")
+        return self._vm.call_subprog(insn_idx, args)
 
 
 HelperFn = Callable[[RunEnv, int, int, int, int, int], "int | TailCall"]
@@ -171,6 +181,8 @@ class _Vm:
         "stack",
         "tail_call_cnt",
         "skb",
+        "floor",
+        "limit",
     )
 
     def __init__(self, mem: AddressSpace, env: RunEnv, helpers: Mapping[int, HelperFn], interp: Interpreter):
@@ -185,13 +197,15 @@ class _Vm:
         self.stack: Region | None = None
         self.tail_call_cnt = 0
         self.skb: SkbData | None = None
+        self.floor = 0  # exiting the frame at this depth ends the (possibly nested) loop
+        self.limit: int | None = None
 
     def new_stack(self) -> Region:
         return self.mem.map_region(bytearray(MAX_BPF_STACK), "stack", f"stack[{len(self.frames)}]")
 
     def exit_frame(self, regs: list[int]) -> int:
         """BPF_EXIT: leave the current frame; r0 carries the result, r1-r10 are the caller's again."""
-        if not self.frames:
+        if len(self.frames) == self.floor:
             return _HALT
         saved, ret_pc, ops, interp, loops, stack = self.frames.pop()
         self.mem.unmap(self.stack)
@@ -204,6 +218,32 @@ class _Vm:
             return ret_pc
         self.ops, self.interp, self.pc = ops, interp, ret_pc
         return _SWITCH
+
+    def call_subprog(self, target: int, args: Sequence[int]) -> int:
+        if not 0 <= target < len(self.interp.insns):
+            raise InterpreterFault(None, f"callback target {target} is outside the program")
+        if len(self.frames) + 1 >= MAX_CALL_FRAMES:
+            raise InterpreterFault(None, f"the call stack of {MAX_CALL_FRAMES} frames is too deep")
+        if len(args) > BPF_REG_5:
+            raise ValueError("a callback takes at most five arguments")
+        self.frames.append((None, None, self.ops, self.interp, self.loops, self.stack))
+        outer_floor, self.floor = self.floor, len(self.frames)
+        self.stack = self.new_stack()
+        self.loops = self.interp.max_loops
+        regs = [0] * _NREGS
+        for reg, value in enumerate(args, start=BPF_REG_1):
+            regs[reg] = u64(value)
+        regs[BPF_REG_10] = self.stack.end
+        try:
+            _execute(self, regs, target)
+        finally:
+            while len(self.frames) > self.floor:  # a fault deeper down: drop the nested frames
+                self.mem.unmap(self.stack)
+                self.stack = self.frames.pop()[-1]
+            self.mem.unmap(self.stack)
+            _, _, self.ops, self.interp, self.loops, self.stack = self.frames.pop()
+            self.floor = outer_floor
+        return regs[BPF_REG_0]
 
     def tail_call(self, tc: TailCall, nxt: int) -> int:
         if not tc.in_range or self.tail_call_cnt >= MAX_TAIL_CALL_CNT:
@@ -283,44 +323,54 @@ class Interpreter:
         for reg, value in enumerate(extra_args, start=BPF_REG_2):
             regs[reg] = u64(value)
         regs[BPF_REG_10] = vm.stack.end
-        ops = vm.ops
-        pc = 0
-        n = 0
+        vm.limit = max_insns
+        env._vm, outer_vm = vm, env._vm
         try:
-            if max_insns is None:
-                while True:
-                    pc = ops[pc](regs, vm)
-                    n += 1
-                    if pc < 0:
-                        if pc == _HALT:
-                            break
-                        ops, pc = vm.ops, vm.pc
-            else:
-                while True:
-                    if n >= max_insns:
-                        raise InterpreterFault(None, f"instruction limit {max_insns} reached")
-                    pc = ops[pc](regs, vm)
-                    n += 1
-                    if pc < 0:
-                        if pc == _HALT:
-                            break
-                        ops, pc = vm.ops, vm.pc
-        except InterpreterFault as fault:
-            if fault.insn_idx is None:
-                fault.insn_idx = pc
-            if fault.registers is None:
-                fault.registers = list(regs)
-            raise
-        except Exception as exc:
-            exc.add_note(f"raised while executing insn {pc}")
-            raise
+            _execute(vm, regs, 0)
         finally:
-            env.insn_count += n
+            env._vm = outer_vm
             while vm.frames:
                 mem.unmap(vm.stack)
                 vm.stack = vm.frames.pop()[-1]
             mem.unmap(vm.stack)
         return regs[BPF_REG_0]
+
+
+def _execute(vm: _Vm, regs: list[int], pc: int) -> None:
+    """The fetch/dispatch loop: run until the frame at ``vm.floor`` exits."""
+    ops = vm.ops
+    limit = vm.limit
+    n = 0
+    try:
+        if limit is None:
+            while True:
+                pc = ops[pc](regs, vm)
+                n += 1
+                if pc < 0:
+                    if pc == _HALT:
+                        return
+                    ops, pc = vm.ops, vm.pc
+        else:
+            while True:
+                if n >= limit:
+                    raise InterpreterFault(None, f"instruction limit {limit} reached")
+                pc = ops[pc](regs, vm)
+                n += 1
+                if pc < 0:
+                    if pc == _HALT:
+                        return
+                    ops, pc = vm.ops, vm.pc
+    except InterpreterFault as fault:
+        if fault.insn_idx is None:
+            fault.insn_idx = pc
+        if fault.registers is None:
+            fault.registers = list(regs)
+        raise
+    except Exception as exc:
+        exc.add_note(f"raised while executing insn {pc}")
+        raise
+    finally:
+        vm.env.insn_count += n
 
 
 # --- binders: (interp, idx, insn) -> op ---------------------------------------------------------------
