@@ -10,6 +10,9 @@ from typing import Callable
 
 import attrs
 
+from fakekernel.maps import arraymap, hashtab
+from uapi.bpf import MapType
+
 __all__ = ["MAP_TYPES", "PROG_TYPES", "ProgTypeDef", "VerifierOps", "ProgOps",
            "NOT_IMPLEMENTED_MAP_TYPES", "NOT_IMPLEMENTED_PROG_TYPES"]
 
@@ -44,7 +47,10 @@ class ProgTypeDef:
 
 
 # Filled in below with explicit imports as types are implemented.
-MAP_TYPES: dict = {}
+MAP_TYPES: dict = {
+    MapType.ARRAY: arraymap.ArrayMap,
+    MapType.HASH: hashtab.HtabMap,
+}
 PROG_TYPES: dict = {}
 NOT_IMPLEMENTED_MAP_TYPES: frozenset = frozenset()
 NOT_IMPLEMENTED_PROG_TYPES: frozenset = frozenset()

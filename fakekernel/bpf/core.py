@@ -13,7 +13,7 @@ __all__ = ["bpf_prog_run", "prog_helpers"]
 
 def prog_helpers(prog) -> dict:
     """helper id -> runtime function, as the prog type's get_func_proto allows them."""
-    table = getattr(prog, "_helpers", None)
+    table = prog.helpers
     if table is None:
         get_proto = prog.ops.verifier_ops.get_func_proto
         table = {}
@@ -21,7 +21,7 @@ def prog_helpers(prog) -> dict:
             proto = get_proto(fid, prog)
             if proto is not None and proto.func is not None:
                 table[int(fid)] = proto.func
-        prog._helpers = table
+        prog.helpers = table
     return table
 
 

@@ -42,14 +42,15 @@ class BpfMap:
     writecnt: int = 0          # writable mmaps
     freed: bool = False
     memlock: int = 0           # bytes charged (fdinfo memlock)
+    excl_prog_sha: bytes | None = None   # BPF_MAP_CREATE excl_prog_hash: only this prog may use it
 
     # ---- bpf_map_ops: creation ----
     @classmethod
-    def map_alloc_check(cls, attr) -> None:
-        """Type-specific attr checks before allocation (EINVAL/E2BIG/...)."""
+    def map_alloc_check(cls, attr, task) -> None:
+        """Type-specific attr checks before allocation (EINVAL/E2BIG/...); `task` is current."""
 
     @classmethod
-    def map_alloc(cls, kern, attr) -> "BpfMap":
+    def map_alloc(cls, kern, attr, task) -> "BpfMap":
         raise NotImplementedError
 
     def map_free(self) -> None:
@@ -111,6 +112,9 @@ class BpfMap:
             return
         self.freed = True
         self.kern.map_idr.remove(self.id)
+        btf, self.btf = self.btf, None
+        if btf is not None and hasattr(btf, "put"):
+            btf.put()
         self.map_free()
 
     def file_release(self, file) -> None:

@@ -57,6 +57,7 @@ class BpfProg:
     freed: bool = False
     engine: object = None                 # the compiled/decoded form the runner executes
     xlated: list | None = None            # the verifier's final instructions (list[Insn])
+    helpers: dict | None = None           # helper id -> runtime function (built on first run)
     prog_flags: int = 0
 
     def get(self) -> "BpfProg":

@@ -23,6 +23,7 @@ NR_NODE_IDS = 1                 # one NUMA node (node 0), as on the reference ma
 TOTALRAM = 20 << 30             # what a single map allocation may take before ENOMEM
 PAGE_SIZE = 4096
 _LAZY_THRESHOLD = 1 << 20       # areas from this size on are anonymous mmaps
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)   # asm-generic/mman.h; not in Python 3.11's mmap
 
 BPF_F_ACCESS_MASK = MapFlags.RDONLY | MapFlags.RDONLY_PROG | MapFlags.WRONLY | MapFlags.WRONLY_PROG
 
@@ -51,7 +52,7 @@ def bpf_map_flags_access_ok(flags: int) -> bool:
 
 def bpf_map_flags_retain_permanent(flags: int) -> int:
     """The fd-only access flags are not part of the map object."""
-    return flags & ~(MapFlags.RDONLY | MapFlags.WRONLY)
+    return flags & ~int(MapFlags.RDONLY | MapFlags.WRONLY)
 
 
 def map_fields_from_attr(kern, attr) -> dict:
@@ -76,14 +77,14 @@ class MapArea:
             self._mmap = mmap.mmap(self.memfd, max(size, PAGE_SIZE), mmap.MAP_SHARED)
             self.buf = memoryview(self._mmap)[:size]
         elif size >= _LAZY_THRESHOLD:
-            self._mmap = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_NORESERVE)
+            self._mmap = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE)
             self.buf = memoryview(self._mmap)
         else:
             self.buf = bytearray(size)
 
     def free(self) -> None:
         if self._mmap is not None:
-            self.buf.release() if isinstance(self.buf, memoryview) else None
+            self.buf = None             # drop our view so the mapping can close
             try:
                 self._mmap.close()
             except BufferError:     # a region view still exports it; the GC closes it later
@@ -94,9 +95,13 @@ class MapArea:
             self.memfd = None
 
 
-def bpf_map_area_alloc(size: int, mmapable: bool = False) -> MapArea:
-    """bpf_map_area_alloc() / bpf_map_area_mmapable_alloc(): zeroed memory or ENOMEM."""
-    if size > TOTALRAM:
+def bpf_map_area_alloc(size: int, mmapable: bool = False, charge: int | None = None) -> MapArea:
+    """bpf_map_area_alloc() / bpf_map_area_mmapable_alloc(): zeroed memory or ENOMEM.
+
+    `charge` is what the kernel would allocate (headers included) when that is more
+    than the `size` bytes we back.
+    """
+    if max(size, charge or 0) > TOTALRAM:
         raise KernelError(Errno.ENOMEM, f"cannot allocate {size} bytes of map memory")
     try:
         return MapArea(size, mmapable)
