@@ -6,51 +6,40 @@ Entries are added with explicit imports; nothing registers itself.
 """
 from __future__ import annotations
 
-from typing import Callable
-
-import attrs
-
+from fakekernel import test_run
+from fakekernel.bpf.ops import ProgOps, ProgTypeDef, VerifierOps
 from fakekernel.maps import arraymap, hashtab
-from uapi.bpf import MapType
+from fakekernel.progs import cgroup_skb, kprobe, sched_cls, socket_filter, tracepoint, xdp
+from uapi.bpf import MapType, ProgType
 
 __all__ = ["MAP_TYPES", "PROG_TYPES", "ProgTypeDef", "VerifierOps", "ProgOps",
            "NOT_IMPLEMENTED_MAP_TYPES", "NOT_IMPLEMENTED_PROG_TYPES"]
 
 
-@attrs.frozen
-class VerifierOps:
-    """struct bpf_verifier_ops."""
-
-    get_func_proto: Callable            # (func_id, prog) -> FuncProto | None
-    is_valid_access: Callable           # (off, size, access_type, prog, info) -> bool
-    convert_ctx_access: Callable | None = None   # rewrites ctx loads/stores (uapi -> kernel ctx)
-    ctx_size: int = 0                   # sizeof the uapi ctx struct
-    kctx_size: int = 0                  # sizeof the kernel-side ctx region the program runs on
-    get_ret_range: Callable | None = None        # (prog) -> (lo, hi) or None
-
-
-@attrs.frozen
-class ProgOps:
-    """struct bpf_prog_ops."""
-
-    test_run: Callable | None = None    # (kern, task, prog, attr, ctx) -> int
-
-
-@attrs.frozen
-class ProgTypeDef:
-    """BPF_PROG_TYPE(type, name, uapi ctx, kernel ctx)."""
-
-    verifier_ops: VerifierOps
-    prog_ops: ProgOps
-    uapi_ctx: str
-    kern_ctx: str
-
-
-# Filled in below with explicit imports as types are implemented.
+# Filled in with explicit imports as types are implemented.
 MAP_TYPES: dict = {
     MapType.ARRAY: arraymap.ArrayMap,
     MapType.HASH: hashtab.HtabMap,
 }
-PROG_TYPES: dict = {}
+PROG_TYPES: dict = {
+    ProgType.SOCKET_FILTER: ProgTypeDef(socket_filter.VERIFIER_OPS,
+                                        ProgOps(test_run=test_run.bpf_prog_test_run_skb),
+                                        "struct __sk_buff", "struct sk_buff"),
+    ProgType.SCHED_CLS: ProgTypeDef(sched_cls.VERIFIER_OPS,
+                                    ProgOps(test_run=test_run.bpf_prog_test_run_skb),
+                                    "struct __sk_buff", "struct sk_buff"),
+    ProgType.SCHED_ACT: ProgTypeDef(sched_cls.VERIFIER_OPS,
+                                    ProgOps(test_run=test_run.bpf_prog_test_run_skb),
+                                    "struct __sk_buff", "struct sk_buff"),
+    ProgType.XDP: ProgTypeDef(xdp.VERIFIER_OPS, ProgOps(test_run=test_run.bpf_prog_test_run_xdp),
+                              "struct xdp_md", "struct xdp_buff"),
+    ProgType.CGROUP_SKB: ProgTypeDef(cgroup_skb.VERIFIER_OPS,
+                                     ProgOps(test_run=test_run.bpf_prog_test_run_skb),
+                                     "struct __sk_buff", "struct sk_buff"),
+    ProgType.KPROBE: ProgTypeDef(kprobe.VERIFIER_OPS, ProgOps(test_run=None),
+                                 "struct pt_regs", "struct pt_regs"),
+    ProgType.TRACEPOINT: ProgTypeDef(tracepoint.VERIFIER_OPS, ProgOps(test_run=None),
+                                     "__u64", "u64"),
+}
 NOT_IMPLEMENTED_MAP_TYPES: frozenset = frozenset()
 NOT_IMPLEMENTED_PROG_TYPES: frozenset = frozenset()

@@ -56,6 +56,7 @@ class Kernel:
     bpffs: object = attrs.field(default=None, init=False)
     _mem: object = attrs.field(default=None, init=False)
     syscall_hooks: list = attrs.field(factory=list, init=False)   # (cmd, uattr, size, ret) observers
+    cpu: int = attrs.field(default=0, init=False)     # smp_processor_id() of the code running now
 
     def __attrs_post_init__(self) -> None:
         self.sysctls = {**DEFAULT_SYSCTLS, **self.sysctls}
@@ -125,7 +126,10 @@ class Kernel:
 
     def mkdir(self, path: str, mode: int = 0o700, *, task: Task | None = None) -> int:
         try:
-            self.bpffs.mkdir(path, mode, task or self.current)
+            if self.world.cgroup.owns(path):
+                self.world.cgroup.mkdir(path)
+            else:
+                self.bpffs.mkdir(path, mode, task or self.current)
         except KernelError as e:
             return -e.errno
         return 0
@@ -139,7 +143,10 @@ class Kernel:
 
     def rmdir(self, path: str, *, task: Task | None = None) -> int:
         try:
-            self.bpffs.rmdir(path, task or self.current)
+            if self.world.cgroup.owns(path):
+                self.world.cgroup.rmdir(path)
+            else:
+                self.bpffs.rmdir(path, task or self.current)
         except KernelError as e:
             return -e.errno
         return 0

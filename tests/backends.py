@@ -97,7 +97,13 @@ class FakeBackend(_Base):
         self.kern.bpffs.rm_tree(path)
 
     def open(self, path, flags=os.O_RDONLY):
-        return self.kern.open(path, flags)
+        fd = self.kern.open(path, flags)
+        if fd >= 0:
+            self.fds.append(fd)
+        return fd
+
+    def rmdir(self, path):
+        return self.kern.rmdir(path)
 
 
 class HostBackend(_Base):
@@ -127,6 +133,13 @@ class HostBackend(_Base):
     def unlink(self, path):
         try:
             os.unlink(path)
+        except OSError as e:
+            return -e.errno
+        return 0
+
+    def rmdir(self, path):
+        try:
+            os.rmdir(path)
         except OSError as e:
             return -e.errno
         return 0

@@ -6,6 +6,7 @@ and its helper table are built once, on first run.
 """
 from __future__ import annotations
 
+from fakekernel.helpers import HELPERS, HelperNotImplemented
 from uapi.bpf import FuncId
 
 __all__ = ["bpf_prog_run", "prog_helpers"]
@@ -18,11 +19,19 @@ def prog_helpers(prog) -> dict:
         get_proto = prog.ops.verifier_ops.get_func_proto
         table = {}
         for fid in FuncId:
-            proto = get_proto(fid, prog)
-            if proto is not None and proto.func is not None:
-                table[int(fid)] = proto.func
+            if get_proto(fid, prog) is None:
+                continue
+            fn = HELPERS.get(int(fid))
+            table[int(fid)] = fn if fn is not None else _not_implemented(int(fid))
         prog.helpers = table
     return table
+
+
+def _not_implemented(func_id: int):
+    """A helper the verifier allows but whose runtime is not written: fail loudly when called."""
+    def call(env, r1, r2, r3, r4, r5):
+        raise HelperNotImplemented(func_id)
+    return call
 
 
 def _engine(prog):
@@ -39,7 +48,11 @@ def bpf_prog_run(kern, prog, ctx_addr: int, *, ctx=None, skb_data=None, cpu: int
     from fakekernel.interp.run import RunEnv
     env = RunEnv(mem=kern.mem, prog=prog, kernel=kern, ctx=ctx)
     env.cpu = cpu
-    r0 = _engine(prog).run(kern.mem, ctx_addr, helpers=prog_helpers(prog), env=env,
-                           skb_data=skb_data)
+    saved_cpu, kern.cpu = kern.cpu, cpu           # per-CPU map ops read smp_processor_id() here
+    try:
+        r0 = _engine(prog).run(kern.mem, ctx_addr, helpers=prog_helpers(prog), env=env,
+                               skb_data=skb_data)
+    finally:
+        kern.cpu = saved_cpu
     prog.aux.run_cnt += 1
     return r0

@@ -118,7 +118,7 @@ def bpf_prog_load(kern, task, attr, ctx) -> int:
     from fakekernel.verifier import bpf_check
 
     prog_type = attr.prog_type
-    if attr.prog_flags & ~_PROG_LOAD_FLAGS:
+    if attr.prog_flags & ~int(_PROG_LOAD_FLAGS):
         raise KernelError(Errno.EINVAL, "unknown prog_flags")
     eat = _fixup_attach_type(attr)
     if attr.prog_flags & BPF_F_TOKEN_FD:
