@@ -1,4 +1,4 @@
-"""The `fakekernel` command: `demo`, `conformance` (bpf_conformance plugin), `version`."""
+"""The `fakekernel` command: `demo`, `run`, `conformance` (bpf_conformance plugin), `version`."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,9 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:        # before argparse: REMAINDER would eat the runner's own options
+        from fakekernel.runner import main as run_main
+        return run_main(argv[1:])
     ap = argparse.ArgumentParser(prog="fakekernel",
                                  description="A simulated Linux 6.18 kernel answering bpf().")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -17,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     conf = sub.add_parser("conformance", help="bpf_conformance plugin: program as hex on "
                                               "stdin, r0 as hex on stdout")
     conf.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("run", help="run CMD with its bpf() answered by a simulated kernel: "
+                               "run [--trace FILE] -- CMD ARGS...")
     sub.add_parser("version", help="print the emulated kernel and UAPI version")
     args = ap.parse_args(argv)
     if args.cmd == "demo":
