@@ -15,7 +15,16 @@ from fakekernel import Kernel
 from uapi.backend import HostKernel
 from uapi.bpf import BpfCmd
 
-__all__ = ["FakeBackend", "HostBackend", "host_unavailable_reason", "BPFFS"]
+__all__ = ["FakeBackend", "HostBackend", "host_unavailable_reason", "BPFFS", "unavailable"]
+
+
+def unavailable(reason: str):
+    """Skip a test whose prerequisite is missing — except under CI=true, where it fails:
+    CI installs every prerequisite, so a missing one there is a broken CI, not a skip."""
+    import pytest
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but a test prerequisite is missing: {reason}")
+    pytest.skip(reason)
 
 BPFFS = "/sys/fs/bpf"
 CGROUP2 = "/sys/fs/cgroup/unified"

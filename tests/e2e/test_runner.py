@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from backends import host_unavailable_reason
+from backends import host_unavailable_reason, unavailable
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +58,7 @@ def run_real(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 def _need_host():
     reason = host_unavailable_reason()
     if reason is not None:
-        pytest.skip(f"real kernel unavailable: {reason}")
+        unavailable(f"real kernel unavailable: {reason}")
 
 
 def _world_runnable(path: str) -> bool:
@@ -97,7 +97,7 @@ array lookup 4 (out of range): -1 ENOENT
 def c_client(workdir):
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
-        pytest.skip("no C compiler")
+        unavailable("no C compiler")
     exe = workdir / "runner_client"
     subprocess.run([cc, "-O1", "-o", str(exe), str(HERE / "runner_client.c")], check=True)
     os.chmod(exe, 0o755)
@@ -142,7 +142,7 @@ def python_for_nobody():
     for cand in (sys.executable, "/usr/bin/python3"):
         if cand and os.path.exists(cand) and (os.getuid() != 0 or _world_runnable(cand)):
             return cand
-    pytest.skip("no python3 the unprivileged user can run")
+    unavailable("no python3 the unprivileged user can run")
 
 
 def test_python_ctypes_client_under_runner(workdir, python_for_nobody):
@@ -195,7 +195,7 @@ def _normalise(out: str) -> str:
 def bpftool():
     exe = shutil.which("bpftool", path=ENV["PATH"])
     if exe is None:
-        pytest.skip("bpftool not installed (Debian package `bpftool`)")
+        unavailable("bpftool not installed (Debian package `bpftool`)")
     return exe
 
 
