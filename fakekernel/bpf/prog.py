@@ -36,6 +36,7 @@ class BpfProgAux:
     sleepable: bool = False
     xdp_has_frags: bool = False
     ifindex: int = 0
+    loader: object = None                            # the Task that loaded it (capability tiers)
     run_cnt: int = 0
     run_time_ns: int = 0
     recursion_misses: int = 0

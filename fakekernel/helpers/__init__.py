@@ -1,0 +1,42 @@
+"""BPF helpers — bpf_func_proto tables and runtime functions (kernel/bpf/helpers.c, bpf_trace.c, filter.c).
+
+``PROTOS`` maps every helper id fakekernel knows to its `FuncProto`; the per-prog-type
+``get_func_proto`` functions in `fakekernel.progs` decide which of them a type may call.
+``HELPERS`` maps ids to runtime functions ``fn(env, r1, r2, r3, r4, r5) -> int``.  A helper
+whose prototype exists but whose runtime does not yet is in ``UNIMPLEMENTED_AT_RUNTIME``:
+the interpreter must raise `HelperNotImplemented` when a program calls one, never guess.
+"""
+from __future__ import annotations
+
+from fakekernel.helpers.base import BASE_PROTOS, BASE_RUNTIME, bpf_base_func_proto, neg_errno
+from fakekernel.helpers.net import NET_PROTOS
+from fakekernel.helpers.proto import ArgType, FuncProto, RetType, TypeFlag
+from fakekernel.helpers.trace import TRACE_PROTOS, TRACE_RUNTIME, bpf_tracing_func_proto
+from uapi.asm import func_id_name
+
+__all__ = ["PROTOS", "HELPERS", "UNIMPLEMENTED_AT_RUNTIME", "HelperNotImplemented", "FuncProto",
+           "ArgType", "RetType", "TypeFlag", "bpf_base_func_proto", "bpf_tracing_func_proto",
+           "neg_errno", "func_id_name", "helper_runtime"]
+
+PROTOS: dict[int, FuncProto] = {**BASE_PROTOS, **TRACE_PROTOS, **NET_PROTOS}
+
+HELPERS: dict = {**BASE_RUNTIME, **TRACE_RUNTIME}
+
+#: helpers a program may be verified to call but that have no runtime function yet
+UNIMPLEMENTED_AT_RUNTIME: frozenset = frozenset(PROTOS) - frozenset(HELPERS)
+
+
+class HelperNotImplemented(Exception):
+    """A program called a helper whose runtime is not written yet (an emulator gap, not an errno)."""
+
+    def __init__(self, func_id: int):
+        super().__init__(f"helper {func_id_name(func_id)}#{func_id} has no runtime implementation yet")
+        self.func_id = func_id
+
+
+def helper_runtime(func_id: int):
+    """The runtime function for `func_id`; raises HelperNotImplemented for known-but-unwritten ones."""
+    fn = HELPERS.get(func_id)
+    if fn is None:
+        raise HelperNotImplemented(func_id)
+    return fn

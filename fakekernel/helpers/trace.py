@@ -1,0 +1,179 @@
+"""Tracing helpers — kernel/trace/bpf_trace.c (bpf_trace_printk, bpf_probe_read_*, get_stack, ...).
+
+``TRACE_PROTOS`` are the prototypes defined in bpf_trace.c; `bpf_tracing_func_proto` is the set
+KPROBE and TRACEPOINT programs share before falling back to `bpf_base_func_proto`.
+"""
+from __future__ import annotations
+
+from fakekernel.helpers.base import bpf_base_func_proto, neg_errno
+from fakekernel.helpers.proto import ArgType, FuncProto, RetType, TypeFlag
+from uapi.bpf import FuncId
+from uapi.errno import Errno
+from uapi.insn import s64, u32, u64
+
+__all__ = ["TRACE_PROTOS", "bpf_tracing_func_proto", "TRACE_RUNTIME", "bstr_printf"]
+
+
+def _proto(func, gpl_only, ret_type, arg_types, **kw) -> FuncProto:
+    return FuncProto(func=func, gpl_only=gpl_only, ret_type=ret_type, arg_types=arg_types, **kw)
+
+
+TRACE_PROTOS: dict[int, FuncProto] = {p.func: p for p in (
+    _proto(FuncId.probe_read, True, RetType.INTEGER, (ArgType.PTR_TO_UNINIT_MEM, ArgType.CONST_SIZE_OR_ZERO, ArgType.ANYTHING)),  # bpf_probe_read_compat_proto
+    _proto(FuncId.trace_printk, True, RetType.INTEGER, (ArgType.PTR_TO_MEM | TypeFlag.MEM_RDONLY, ArgType.CONST_SIZE)),  # bpf_trace_printk_proto
+    _proto(FuncId.perf_event_read, True, RetType.INTEGER, (ArgType.CONST_MAP_PTR, ArgType.ANYTHING)),  # bpf_perf_event_read_proto
+    _proto(FuncId.perf_event_output, True, RetType.INTEGER, (ArgType.PTR_TO_CTX, ArgType.CONST_MAP_PTR, ArgType.ANYTHING, ArgType.PTR_TO_MEM | TypeFlag.MEM_RDONLY, ArgType.CONST_SIZE_OR_ZERO)),  # bpf_perf_event_output_proto
+    _proto(FuncId.get_current_task, True, RetType.INTEGER, ()),  # bpf_get_current_task_proto
+    _proto(FuncId.probe_read_str, True, RetType.INTEGER, (ArgType.PTR_TO_UNINIT_MEM, ArgType.CONST_SIZE_OR_ZERO, ArgType.ANYTHING)),  # bpf_probe_read_compat_str_proto
+    _proto(FuncId.perf_event_read_value, True, RetType.INTEGER, (ArgType.CONST_MAP_PTR, ArgType.ANYTHING, ArgType.PTR_TO_UNINIT_MEM, ArgType.CONST_SIZE)),  # bpf_perf_event_read_value_proto
+    _proto(FuncId.send_signal, False, RetType.INTEGER, (ArgType.ANYTHING,)),  # bpf_send_signal_proto
+    _proto(FuncId.probe_read_user, True, RetType.INTEGER, (ArgType.PTR_TO_UNINIT_MEM, ArgType.CONST_SIZE_OR_ZERO, ArgType.ANYTHING)),  # bpf_probe_read_user_proto
+    _proto(FuncId.probe_read_kernel, True, RetType.INTEGER, (ArgType.PTR_TO_UNINIT_MEM, ArgType.CONST_SIZE_OR_ZERO, ArgType.ANYTHING)),  # bpf_probe_read_kernel_proto
+    _proto(FuncId.probe_read_user_str, True, RetType.INTEGER, (ArgType.PTR_TO_UNINIT_MEM, ArgType.CONST_SIZE_OR_ZERO, ArgType.ANYTHING)),  # bpf_probe_read_user_str_proto
+    _proto(FuncId.probe_read_kernel_str, True, RetType.INTEGER, (ArgType.PTR_TO_UNINIT_MEM, ArgType.CONST_SIZE_OR_ZERO, ArgType.ANYTHING)),  # bpf_probe_read_kernel_str_proto
+    _proto(FuncId.send_signal_thread, False, RetType.INTEGER, (ArgType.ANYTHING,)),  # bpf_send_signal_thread_proto
+    _proto(FuncId.snprintf_btf, False, RetType.INTEGER, (ArgType.PTR_TO_MEM, ArgType.CONST_SIZE, ArgType.PTR_TO_MEM | TypeFlag.MEM_RDONLY, ArgType.CONST_SIZE, ArgType.ANYTHING)),  # bpf_snprintf_btf_proto
+    _proto(FuncId.get_current_task_btf, True, RetType.PTR_TO_BTF_ID_TRUSTED, ()),  # bpf_get_current_task_btf_proto
+    _proto(FuncId.get_func_ip, True, RetType.INTEGER, (ArgType.PTR_TO_CTX,)),  # bpf_get_func_ip_proto_kprobe
+    _proto(FuncId.task_pt_regs, True, RetType.PTR_TO_BTF_ID, (ArgType.PTR_TO_BTF_ID,)),  # bpf_task_pt_regs_proto
+    _proto(FuncId.get_branch_snapshot, True, RetType.INTEGER, (ArgType.PTR_TO_UNINIT_MEM, ArgType.CONST_SIZE_OR_ZERO)),  # bpf_get_branch_snapshot_proto
+    _proto(FuncId.trace_vprintk, True, RetType.INTEGER, (ArgType.PTR_TO_MEM | TypeFlag.MEM_RDONLY, ArgType.CONST_SIZE, ArgType.PTR_TO_MEM | TypeFlag.PTR_MAYBE_NULL | TypeFlag.MEM_RDONLY, ArgType.CONST_SIZE_OR_ZERO)),  # bpf_trace_vprintk_proto
+)}
+
+# bpf_tracing_func_proto(): the kprobe/tracepoint-only helpers on top of the base set
+_TRACING_FUNCS = frozenset({
+    FuncId.get_attach_cookie, FuncId.get_func_ip, FuncId.get_stack, FuncId.get_stackid,
+    FuncId.probe_read, FuncId.probe_read_str,
+})
+
+
+def bpf_tracing_func_proto(func_id: int, prog) -> FuncProto | None:
+    if func_id in _TRACING_FUNCS:
+        from fakekernel.helpers import PROTOS
+        return PROTOS[func_id]
+    return bpf_base_func_proto(func_id, prog)
+
+
+# ---- runtime ----
+
+def _read_cstr(env, addr: int, limit: int) -> bytes | None:
+    """Bytes up to the NUL (excluded), or None when the memory is not mapped."""
+    from fakekernel.interp.memory import InterpreterFault
+    out = bytearray()
+    try:
+        while len(out) < limit:
+            b = env.mem.read(addr + len(out), 1)
+            if b == b"\0":
+                break
+            out += b
+    except InterpreterFault:
+        return None
+    return bytes(out)
+
+
+_MAX_ARGS = 3
+_STR_LIMIT = 1024
+_INT_LEN = {"": 32, "l": 64, "ll": 64}
+
+
+def bstr_printf(env, fmt: bytes, args: list[int]) -> str | None:
+    """bpf_bprintf_prepare() + bstr_printf() for trace_printk: the text, or None when the
+    format is one the kernel refuses (-EINVAL)."""
+    out, i, used = [], 0, 0
+    text = fmt.decode("latin-1")
+    while i < len(text):
+        c = text[i]
+        if c != "%":
+            out.append(c)
+            i += 1
+            continue
+        if text[i + 1:i + 2] == "%":
+            out.append("%")
+            i += 2
+            continue
+        j = i + 1
+        flags = ""
+        while j < len(text) and text[j] in "-+ #0":
+            flags += text[j]
+            j += 1
+        width = ""
+        while j < len(text) and text[j].isdigit():
+            width += text[j]
+            j += 1
+        length = ""
+        for cand in ("ll", "l"):
+            if text.startswith(cand, j):
+                length = cand
+                j += len(cand)
+                break
+        conv = text[j:j + 1]
+        if used >= _MAX_ARGS or conv == "":
+            return None
+        arg = args[used]
+        used += 1
+        bits = _INT_LEN[length]
+        spec = "%" + flags + width
+        if conv in "di":
+            v = s64(arg) if bits == 64 else ((u32(arg) ^ 0x80000000) - 0x80000000)
+            out.append((spec + "d") % v)
+        elif conv in "uxX":
+            v = u64(arg) if bits == 64 else u32(arg)
+            out.append((spec + ("d" if conv == "u" else conv)) % v)
+        elif conv == "c" and not length:
+            out.append((spec + "c") % chr(arg & 0xFF))
+        elif conv == "s" and not length:
+            s = _read_cstr(env, arg, _STR_LIMIT)
+            out.append((spec + "s") % ("(efault)" if s is None else s.decode("latin-1")))
+        elif conv == "p" and not length:
+            out.append("0x%x" % u64(arg) if arg else "(null)")
+        else:
+            return None
+        i = j + 1
+    return "".join(out)
+
+
+def bpf_trace_printk(env, r1, r2, r3, r4, r5) -> int:
+    """bpf_trace_printk(fmt, fmt_size, ...): appends the message to kern.trace_lines."""
+    fmt = env.mem.read(r1, r2)
+    if not fmt or fmt[-1:] != b"\0":
+        return neg_errno(Errno.EINVAL)
+    fmt = fmt.split(b"\0", 1)[0]
+    text = bstr_printf(env, fmt, [r3, r4, r5])
+    if text is None:
+        return neg_errno(Errno.EINVAL)
+    env.kernel.trace_lines.append(text[:-1] if text.endswith("\n") else text)
+    return len(text.encode("latin-1")) + 1
+
+
+def bpf_probe_read_kernel(env, r1, r2, r3, r4, r5) -> int:
+    """probe_read_kernel(dst, size, unsafe_ptr): -EFAULT and a zeroed dst on a bad source."""
+    from fakekernel.interp.memory import InterpreterFault
+    if r2 == 0:
+        return 0
+    try:
+        data = env.mem.read(r3, r2)
+    except InterpreterFault:
+        env.mem.write(r1, bytes(r2))
+        return neg_errno(Errno.EFAULT)
+    env.mem.write(r1, data)
+    return 0
+
+
+def bpf_probe_read_kernel_str(env, r1, r2, r3, r4, r5) -> int:
+    if r2 == 0:
+        return 0
+    s = _read_cstr(env, r3, r2 - 1)
+    if s is None:
+        env.mem.write(r1, bytes(r2))
+        return neg_errno(Errno.EFAULT)
+    env.mem.write(r1, s + b"\0")
+    return len(s) + 1
+
+
+TRACE_RUNTIME = {
+    FuncId.trace_printk: bpf_trace_printk,
+    FuncId.probe_read_kernel: bpf_probe_read_kernel,
+    FuncId.probe_read_kernel_str: bpf_probe_read_kernel_str,
+    FuncId.probe_read: bpf_probe_read_kernel,
+    FuncId.probe_read_str: bpf_probe_read_kernel_str,
+}

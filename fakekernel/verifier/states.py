@@ -1,0 +1,110 @@
+"""Explored states and pruning — kernel/bpf/verifier.c is_state_visited, states_equal,
+update_branch_counts (the 2026 split's states.c).
+
+A state reaching a prune point is dropped when an explored state at that insn subsumes it on
+the registers still live there (and on the stack while anything may read it).  The kernel's
+precision marks are approximated: only an exit with no return-value rule ignores R0's value.
+"""
+from __future__ import annotations
+
+from fakekernel.verifier.env import BPF_REG_FP, MAX_BPF_REG, Checkpoint, GiveUp, VerifierState
+from fakekernel.verifier.regs import Reg, RegType
+from uapi.bpf import BPF_EXIT, BPF_JMP
+
+__all__ = ["is_state_visited", "update_branch_counts"]
+
+
+
+def _reg_subsumes(old: Reg, new: Reg, idmap: dict) -> bool:
+    if old.type == RegType.NOT_INIT:
+        return True
+    if old.type != new.type:
+        return False
+    if old.type == RegType.UNTRACKED:
+        return False
+    if old.id or new.id:
+        if idmap.setdefault(old.id, new.id) != new.id:
+            return False
+    if old.type == RegType.SCALAR_VALUE:
+        if not old.exact and new.exact:
+            pass
+        return (old.umin <= new.umin and old.umax >= new.umax and old.smin <= new.smin and old.smax >= new.smax
+                and old.u32_min <= new.u32_min and old.u32_max >= new.u32_max and old.s32_min <= new.s32_min
+                and old.s32_max >= new.s32_max
+                and (new.var_off.value & ~old.var_off.mask) == old.var_off.value
+                and (new.var_off.mask & ~old.var_off.mask) == 0
+                and (old.exact or not new.exact))
+    return (old.off == new.off and old.map is new.map and old.var_off == new.var_off and new.range >= old.range
+            and old.weak_null == new.weak_null)
+
+
+def _states_subsume(env, old: VerifierState, new: VerifierState, insn_idx: int) -> bool:
+    idmap: dict = {}
+    live = env.live_in[insn_idx] if env.live_in else range(MAX_BPF_REG)
+    # an exit with no return-value rule never marks R0 precise: any scalar is as good as another
+    imprecise_r0 = env.insns[insn_idx].code == BPF_JMP | BPF_EXIT and \
+        getattr(env.ops, "get_ret_range", None) is None
+    for i in live:
+        if i == 0 and imprecise_r0 and old.regs[0].type == new.regs[0].type == RegType.SCALAR_VALUE:
+            continue
+        if not _reg_subsumes(old.regs[i], new.regs[i], idmap):
+            return False
+    if old.regs[BPF_REG_FP].type != new.regs[BPF_REG_FP].type:
+        return False
+    if env.stack_live_in and not env.stack_live_in[insn_idx]:
+        return True             # nothing reads the stack from here on
+    for spi, oslot in old.stack.items():
+        nslot = new.stack.get(spi)
+        for k, t in enumerate(oslot.slot_type):
+            if t == "?":
+                continue
+            nt = nslot.slot_type[k] if nslot is not None else "?"
+            if t == "m" and nt in ("m", "0", "r"):
+                continue
+            if t != nt:
+                return False
+        if oslot.spilled is not None:
+            if nslot is None or nslot.spilled is None or not _reg_subsumes(oslot.spilled, nslot.spilled, idmap):
+                return False
+    return True
+
+
+def is_state_visited(env, state, insn_idx: int) -> bool:
+    aux = env.aux[insn_idx]
+    add_new = env.jmps_processed - env.prev_jmps_processed >= 2 and \
+        env.insn_processed - env.prev_insn_processed >= 8
+    n = 0
+    for cp in aux.states:
+        n += 1
+        if cp.branches:
+            if _states_subsume(env, cp.state, state, insn_idx) and \
+                    _states_subsume(env, state, cp.state, insn_idx):
+                raise GiveUp("possible infinite loop")
+            continue
+        if state.sure and not cp.state.sure:
+            continue
+        if _states_subsume(env, cp.state, state, insn_idx):
+            return True
+    env.max_states_per_insn = max(env.max_states_per_insn, n)
+    if not add_new:
+        return False
+    env.total_states += 1
+    env.cur_states += 1
+    env.peak_states = max(env.peak_states, env.cur_states)
+    env.prev_jmps_processed = env.jmps_processed
+    env.prev_insn_processed = env.insn_processed
+    cp = Checkpoint(state.copy(), state.parent)
+    aux.states.append(cp)
+    state.parent = cp
+    return False
+
+
+def update_branch_counts(state) -> None:
+    cp = state.parent
+    while cp is not None:
+        cp.branches -= 1
+        if cp.branches:
+            break
+        cp = cp.parent
+
+
