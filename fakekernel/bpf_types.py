@@ -19,7 +19,11 @@ __all__ = ["MAP_TYPES", "PROG_TYPES", "ProgTypeDef", "VerifierOps", "ProgOps",
 # Filled in with explicit imports as types are implemented.
 MAP_TYPES: dict = {
     MapType.ARRAY: arraymap.ArrayMap,
+    MapType.PERCPU_ARRAY: arraymap.PercpuArrayMap,
     MapType.HASH: hashtab.HtabMap,
+    MapType.PERCPU_HASH: hashtab.PercpuHtabMap,
+    MapType.LRU_HASH: hashtab.LruHtabMap,
+    MapType.LRU_PERCPU_HASH: hashtab.LruPercpuHtabMap,
 }
 PROG_TYPES: dict = {
     ProgType.SOCKET_FILTER: ProgTypeDef(socket_filter.VERIFIER_OPS,
@@ -41,5 +45,16 @@ PROG_TYPES: dict = {
     ProgType.TRACEPOINT: ProgTypeDef(tracepoint.VERIFIER_OPS, ProgOps(test_run=None),
                                      "__u64", "u64"),
 }
-NOT_IMPLEMENTED_MAP_TYPES: frozenset = frozenset()
+# Types a kernel built without them would lack: MAP_CREATE answers EINVAL.  (The reference
+# kernel has all of them; tests/unit/fakekernel/test_bpf_types.py keeps this list exact.)
+NOT_IMPLEMENTED_MAP_TYPES: frozenset = frozenset({
+    MapType.PROG_ARRAY, MapType.PERF_EVENT_ARRAY, MapType.STACK_TRACE, MapType.CGROUP_ARRAY,
+    MapType.LPM_TRIE, MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS, MapType.DEVMAP,
+    MapType.SOCKMAP, MapType.CPUMAP, MapType.XSKMAP, MapType.SOCKHASH,
+    MapType.CGROUP_STORAGE_DEPRECATED, MapType.REUSEPORT_SOCKARRAY,
+    MapType.PERCPU_CGROUP_STORAGE_DEPRECATED, MapType.QUEUE, MapType.STACK,
+    MapType.SK_STORAGE, MapType.DEVMAP_HASH, MapType.STRUCT_OPS, MapType.RINGBUF,
+    MapType.INODE_STORAGE, MapType.TASK_STORAGE, MapType.BLOOM_FILTER, MapType.USER_RINGBUF,
+    MapType.CGRP_STORAGE, MapType.ARENA,
+})
 NOT_IMPLEMENTED_PROG_TYPES: frozenset = frozenset()

@@ -42,6 +42,7 @@ class Kernel:
     version: str = "6.18"
     bpffs_mount: str = "/sys/fs/bpf"
     pid: int = 1000
+    vmlinux_btf: object = "/sys/kernel/btf/vmlinux"   # raw BTF bytes, a path (read lazily) or None
 
     # state
     prog_idr: Idr = attrs.field(factory=Idr, init=False)
@@ -57,11 +58,14 @@ class Kernel:
     _mem: object = attrs.field(default=None, init=False)
     syscall_hooks: list = attrs.field(factory=list, init=False)   # (cmd, uattr, size, ret) observers
     cpu: int = attrs.field(default=0, init=False)     # smp_processor_id() of the code running now
+    btf_vmlinux: object = attrs.field(default=None, init=False)   # the kernel's own Btf (id 1)
 
     def __attrs_post_init__(self) -> None:
         self.sysctls = {**DEFAULT_SYSCTLS, **self.sysctls}
         self.boot_ns = self.clock()
         self.current = self.spawn(creds=self.creds, pid=self.pid)
+        from fakekernel.btf import btf_vmlinux_init
+        self.btf_vmlinux = btf_vmlinux_init(self, self.vmlinux_btf)
         from fakekernel.bpffs import BpfFs
         from fakekernel.world import World
         self.bpffs = BpfFs(self, mountpoint=self.bpffs_mount)
@@ -155,7 +159,8 @@ class Kernel:
     def live_objects(self) -> dict[str, list]:
         """Objects whose id still resolves (the leak check looks at this)."""
         return {"progs": self.prog_idr.values(), "maps": self.map_idr.values(),
-                "links": self.link_idr.values(), "btfs": self.btf_idr.values()}
+                "links": self.link_idr.values(),
+                "btfs": [b for b in self.btf_idr.values() if not b.kernel_btf]}
 
     def shutdown(self) -> None:
         """Every process exits: all fds close (pins and attachments stay, as on Linux)."""

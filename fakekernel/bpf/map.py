@@ -73,6 +73,13 @@ class BpfMap:
     def map_lookup_and_delete_elem(self, key: bytes | None, flags: int) -> bytes:
         raise KernelError(Errno.ENOTSUPP, "lookup_and_delete not supported")
 
+    # ---- batch ops (kernel/bpf/syscall.c bpf_map_do_batch): None = ENOTSUPP ----
+    # (map, task, attr, ctx) -> int; see fakekernel/maps/batch.py for the generic ones
+    map_lookup_batch = None
+    map_lookup_and_delete_batch = None
+    map_update_batch = None
+    map_delete_batch = None
+
     # ---- syscall-side element ops (defaults: copy through the program-side ops) ----
     @property
     def sys_value_size(self) -> int:

@@ -5,6 +5,11 @@
 into that area (it is mapped once into the kernel address space, on first use), the
 syscall side copies.  Variants (per-CPU, prog/perf-event arrays, array of maps) subclass
 it and override single ops, as the kernel's *_map_ops reuse the array functions.
+
+`PercpuArrayMap` is BPF_MAP_TYPE_PERCPU_ARRAY: one ``elem_size`` slot per possible CPU
+for every index (slot of CPU c of index i at ``(i * nr_cpus + c) * elem_size``).  The
+syscall side moves all slots at once (``elem_size * nr_cpus`` bytes, padding included);
+programs see the slot of the CPU they run on.
 """
 from __future__ import annotations
 
@@ -14,19 +19,22 @@ import attrs
 
 from fakekernel.bpf.map import BpfMap
 from fakekernel.errors import Errno, KernelError
-from fakekernel.maps.common import (BPF_F_ACCESS_MASK, NUMA_NO_NODE, MapArea, bpf_map_area_alloc,
-                                    bpf_map_attr_numa_node, bpf_map_flags_access_ok,
-                                    map_fields_from_attr, page_align, round_up)
+from fakekernel.maps.batch import generic_map_lookup_batch, generic_map_update_batch
+from fakekernel.maps.common import (BPF_F_ACCESS_MASK, NUMA_NO_NODE, PCPU_MIN_UNIT_SIZE, MapArea,
+                                    bpf_map_area_alloc, bpf_map_attr_numa_node,
+                                    bpf_map_flags_access_ok, map_fields_from_attr, page_align,
+                                    round_up, smp_processor_id)
 from uapi.bpf import MapFlags, MapType, UpdateFlags
 from uapi.ffi import ffi
 
-__all__ = ["ArrayMap", "ARRAY_CREATE_FLAG_MASK"]
+__all__ = ["ArrayMap", "PercpuArrayMap", "ARRAY_CREATE_FLAG_MASK"]
 
 ARRAY_CREATE_FLAG_MASK = (MapFlags.NUMA_NODE | MapFlags.MMAPABLE | BPF_F_ACCESS_MASK
                           | MapFlags.PRESERVE_ELEMS | MapFlags.INNER_MAP)
 INT_MAX = 2**31 - 1
 U32_SIZE = ffi.sizeof("__u32")
 U32_MAX = 2**32 - 1
+PTR_SIZE = ffi.sizeof("void *")
 VALUE_ALIGN = ffi.sizeof("__u64")
 # sizeof(struct bpf_array) up to its value[] member on x86_64 6.18 (fdinfo memlock minus values)
 BPF_ARRAY_HDR_SIZE = 312
@@ -60,6 +68,8 @@ class ArrayMap(BpfMap):
             raise KernelError(Errno.EINVAL, "PRESERVE_ELEMS only for perf event arrays")
         if attr.value_size > INT_MAX:
             raise KernelError(Errno.E2BIG, "value_size > INT_MAX")
+        if percpu and round_up(attr.value_size, VALUE_ALIGN) > PCPU_MIN_UNIT_SIZE:
+            raise KernelError(Errno.E2BIG, "per-CPU value larger than a percpu unit")
 
     @classmethod
     def map_alloc(cls, kern, attr, task) -> "ArrayMap":
@@ -72,7 +82,7 @@ class ArrayMap(BpfMap):
             if max_entries > U32_MAX:
                 raise KernelError(Errno.E2BIG, "max_entries overflows when rounded up")
         mmapable = bool(attr.map_flags & MapFlags.MMAPABLE)
-        size = max_entries * elem_size
+        size = max_entries * elem_size * cls._copies(kern)
         total = (page_align(BPF_ARRAY_HDR_SIZE) + page_align(size) if mmapable
                  else BPF_ARRAY_HDR_SIZE + size)
         area = bpf_map_area_alloc(size, mmapable, charge=total)
@@ -80,6 +90,11 @@ class ArrayMap(BpfMap):
                 area=area)
         m.memlock = m.map_mem_usage()
         return m
+
+    @classmethod
+    def _copies(cls, kern) -> int:
+        """How many copies of each value the area holds (one per CPU for per-CPU arrays)."""
+        return 1
 
     def map_mem_usage(self) -> int:
         """array_map_mem_usage()."""
@@ -129,6 +144,9 @@ class ArrayMap(BpfMap):
     def map_delete_elem(self, key: bytes) -> None:
         raise KernelError(Errno.EINVAL, "array elements cannot be deleted")
 
+    map_lookup_batch = generic_map_lookup_batch
+    map_update_batch = generic_map_update_batch
+
     def map_get_next_key(self, key: bytes | None) -> bytes:
         """array_map_get_next_key(): NULL or out-of-range keys restart at index 0."""
         index = U32_MAX if key is None else _index(key)
@@ -161,3 +179,74 @@ class ArrayMap(BpfMap):
             raise KernelError(Errno.ENOENT, "index past max_entries")
         off = self.elem_size * index
         return bytes(self.area.buf[off:off + self.value_size])
+
+
+@attrs.define(eq=False)
+class PercpuArrayMap(ArrayMap):
+    """BPF_MAP_TYPE_PERCPU_ARRAY — percpu_array_map_ops."""
+
+    @classmethod
+    def _copies(cls, kern) -> int:
+        return kern.nr_cpus
+
+    def map_mem_usage(self) -> int:
+        """array_map_mem_usage(), per-CPU branch: a pointer per entry plus the percpu slots."""
+        return (BPF_ARRAY_HDR_SIZE + self.max_entries * PTR_SIZE
+                + self.max_entries * self.elem_size * self.kern.nr_cpus)
+
+    def _slot(self, index: int, cpu: int) -> int:
+        return (index * self.kern.nr_cpus + cpu) * self.elem_size
+
+    def map_lookup_elem(self, key: bytes) -> int:
+        """percpu_array_map_lookup_elem(): this CPU's slot."""
+        return self.map_lookup_percpu_elem(key, smp_processor_id(self.kern))
+
+    def map_lookup_percpu_elem(self, key: bytes, cpu: int) -> int:
+        """percpu_array_map_lookup_percpu_elem(): NULL for a CPU or index out of range."""
+        index = _index(key)
+        if cpu >= self.kern.nr_cpus or index >= self.max_entries:
+            return 0
+        return self._value_base() + self._slot(index, cpu)
+
+    def map_update_elem(self, key: bytes, value: bytes, flags: int) -> None:
+        """array_map_update_elem() for programs: value_size bytes into this CPU's slot."""
+        if flags & _NOT_F_LOCK > _EXIST:
+            raise KernelError(Errno.EINVAL, "unknown update flags")
+        index = _index(key)
+        if index >= self.max_entries:
+            raise KernelError(Errno.E2BIG, "index past max_entries")
+        if flags & UpdateFlags.NOEXIST:
+            raise KernelError(Errno.EEXIST, "array elements always exist")
+        if flags & _F_LOCK:
+            raise KernelError(Errno.EINVAL, "BPF_F_LOCK without a bpf_spin_lock in the value")
+        off = self._slot(index, smp_processor_id(self.kern))
+        self.area.buf[off:off + self.value_size] = value[:self.value_size]
+
+    # percpu_array_map_ops has neither (callers treat None as the op being absent)
+    map_get_hash = None
+    map_direct_value_addr = None
+
+    # ---- syscall side: every CPU's slot, elem_size bytes each ----
+    @property
+    def sys_value_size(self) -> int:
+        return self.elem_size * self.kern.nr_cpus
+
+    def sys_lookup(self, key: bytes, flags: int) -> bytes:
+        """bpf_percpu_array_copy()."""
+        index = _index(key)
+        if index >= self.max_entries:
+            raise KernelError(Errno.ENOENT, "index past max_entries")
+        off = self._slot(index, 0)
+        return bytes(self.area.buf[off:off + self.sys_value_size])
+
+    def sys_update(self, key: bytes, value: bytes, flags: int) -> None:
+        """bpf_percpu_array_update(): the rounded slots as given, padding included."""
+        if flags > _EXIST:
+            raise KernelError(Errno.EINVAL, "unknown update flags")
+        index = _index(key)
+        if index >= self.max_entries:
+            raise KernelError(Errno.E2BIG, "index past max_entries")
+        if flags == UpdateFlags.NOEXIST:
+            raise KernelError(Errno.EEXIST, "array elements always exist")
+        off = self._slot(index, 0)
+        self.area.buf[off:off + self.sys_value_size] = value

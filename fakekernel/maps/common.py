@@ -16,12 +16,14 @@ from uapi.bpf import MapFlags
 
 __all__ = ["NUMA_NO_NODE", "NR_NODE_IDS", "TOTALRAM", "BPF_F_ACCESS_MASK", "bpf_map_attr_numa_node",
            "bpf_map_flags_access_ok", "bpf_map_flags_retain_permanent", "map_fields_from_attr",
-           "bpf_map_area_alloc", "round_up", "page_align", "PAGE_SIZE", "MapArea"]
+           "bpf_map_area_alloc", "round_up", "page_align", "PAGE_SIZE", "MapArea",
+           "PCPU_MIN_UNIT_SIZE", "smp_processor_id"]
 
 NUMA_NO_NODE = -1
 NR_NODE_IDS = 1                 # one NUMA node (node 0), as on the reference machine
 TOTALRAM = 20 << 30             # what a single map allocation may take before ENOMEM
 PAGE_SIZE = 4096
+PCPU_MIN_UNIT_SIZE = 32 << 10   # the largest per-CPU value (mm/percpu.c)
 _LAZY_THRESHOLD = 1 << 20       # areas from this size on are anonymous mmaps
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)   # asm-generic/mman.h; not in Python 3.11's mmap
 
@@ -34,6 +36,11 @@ def round_up(x: int, a: int) -> int:
 
 def page_align(x: int) -> int:
     return round_up(x, PAGE_SIZE)
+
+
+def smp_processor_id(kern) -> int:
+    """The CPU the current code runs on: the program's CPU during a run, else the syscall's (0)."""
+    return kern.cpu
 
 
 def bpf_map_attr_numa_node(attr) -> int:

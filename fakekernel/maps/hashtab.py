@@ -9,6 +9,11 @@ Iteration (GET_NEXT_KEY) follows the kernel: bucket ``jhash(key, hashrnd) & (n_b
 in ascending order, newest first inside a bucket (an update of an existing key moves it
 to the head, as the kernel's replace-at-head does).  With BPF_F_ZERO_SEED the order is
 the real kernel's; otherwise ``hashrnd`` comes from the kernel's prandom.
+
+`PercpuHtabMap` (PERCPU_HASH) keeps one round_up(value_size, 8) slot per CPU in each
+element and updates existing keys in place.  `LruHtabMap` / `LruPercpuHtabMap` take every
+new element from the LRU lists of fakekernel/maps/bpf_lru_list.py, which evict exactly as
+the kernel's do for the CPU the caller runs on (``Kernel.cpu``).
 """
 from __future__ import annotations
 
@@ -16,19 +21,23 @@ import attrs
 
 from fakekernel.bpf.map import BpfMap
 from fakekernel.errors import Errno, KernelError
-from fakekernel.maps.common import (BPF_F_ACCESS_MASK, NUMA_NO_NODE, TOTALRAM, bpf_map_attr_numa_node,
-                                    bpf_map_flags_access_ok, map_fields_from_attr, round_up)
+from fakekernel.maps.batch import generic_map_delete_batch, generic_map_update_batch
+from fakekernel.maps.bpf_lru_list import BpfLru, LruNode
+from fakekernel.maps.common import (BPF_F_ACCESS_MASK, NUMA_NO_NODE, PCPU_MIN_UNIT_SIZE, TOTALRAM,
+                                    bpf_map_attr_numa_node, bpf_map_flags_access_ok,
+                                    map_fields_from_attr, round_up, smp_processor_id)
+from fakekernel.maps.hashtab_batch import htab_lookup_and_delete_batch
 from fakekernel.maps.jhash import jhash, jhash2
 from uapi.bpf import MapFlags, MapType, UpdateFlags
 from uapi.capability import Cap
 from uapi.ffi import ffi
 
-__all__ = ["HtabMap", "HTAB_CREATE_FLAG_MASK"]
+__all__ = ["HtabMap", "PercpuHtabMap", "LruHtabMap", "LruPercpuHtabMap", "HTAB_CREATE_FLAG_MASK",
+           "roundup_pow_of_two"]
 
 HTAB_CREATE_FLAG_MASK = (MapFlags.NO_PREALLOC | MapFlags.NO_COMMON_LRU | MapFlags.NUMA_NODE
                          | BPF_F_ACCESS_MASK | MapFlags.ZERO_SEED)
 KMALLOC_MAX_SIZE = 1 << 22          # x86_64: PAGE_SIZE << MAX_PAGE_ORDER
-PCPU_MIN_UNIT_SIZE = 32 << 10
 U32_MAX = 2**32 - 1
 U32_SIZE = ffi.sizeof("__u32")
 PTR_SIZE = ffi.sizeof("void *")
@@ -44,7 +53,7 @@ INT_SIZE = ffi.sizeof("int")
 _NOT_F_LOCK, _F_LOCK, _EXIST = ~int(UpdateFlags.F_LOCK), int(UpdateFlags.F_LOCK), int(UpdateFlags.EXIST)
 
 
-def _roundup_pow_of_two(n: int) -> int:
+def roundup_pow_of_two(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
@@ -69,6 +78,7 @@ class HtabMap(BpfMap):
     _seq: int = 0
     _order: list | None = None                   # keys in walk order (cache)
     _pos: dict | None = None                     # key -> index in _order
+    _buckets: list | None = None                 # bucket of each key in _order
 
     # ---- creation: htab_map_alloc_check / htab_map_alloc ----
     @classmethod
@@ -94,36 +104,64 @@ class HtabMap(BpfMap):
         if percpu and round_up(attr.value_size, VALUE_ALIGN) > PCPU_MIN_UNIT_SIZE:
             raise KernelError(Errno.E2BIG, "per-CPU value too large")
 
+    PERCPU = False          # htab_is_percpu()
+    LRU = False             # htab_is_lru()
+
+    @classmethod
+    def _max_entries(cls, kern, attr) -> int:
+        """BPF_F_NO_COMMON_LRU: every CPU's list gets the same number (>= 1) of elements."""
+        n = attr.max_entries
+        if attr.map_flags & MapFlags.NO_COMMON_LRU:
+            up = round_up(n, kern.nr_cpus)
+            n = up if up <= U32_MAX else n - n % kern.nr_cpus
+        return n
+
     @classmethod
     def map_alloc(cls, kern, attr, task) -> "HtabMap":
-        if attr.max_entries > 1 << 31:
+        max_entries = cls._max_entries(kern, attr)
+        if max_entries > 1 << 31:
             raise KernelError(Errno.E2BIG, "max_entries > 2^31")
-        n_buckets = _roundup_pow_of_two(attr.max_entries)
-        elem_size = (HTAB_ELEM_SIZE + round_up(attr.key_size, VALUE_ALIGN)
-                     + round_up(attr.value_size, VALUE_ALIGN))
+        n_buckets = roundup_pow_of_two(max_entries)
+        elem_size = HTAB_ELEM_SIZE + round_up(attr.key_size, VALUE_ALIGN)
+        elem_size += PTR_SIZE if cls.PERCPU else round_up(attr.value_size, VALUE_ALIGN)
         if n_buckets > U32_MAX // BUCKET_SIZE:
             raise KernelError(Errno.E2BIG, "too many buckets")
         m = cls(**map_fields_from_attr(kern, attr), n_buckets=n_buckets, elem_size=elem_size)
+        m.max_entries = max_entries
         if n_buckets * BUCKET_SIZE > TOTALRAM or (m.prealloc and m.map_mem_usage() > TOTALRAM):
             raise KernelError(Errno.ENOMEM, "hash table does not fit in memory")
         m.hashrnd = 0 if attr.map_flags & MapFlags.ZERO_SEED else kern.prandom.getrandbits(32)
         m.memlock = m.map_mem_usage()
+        m._init_elems()
         return m
+
+    def _init_elems(self) -> None:
+        """prealloc_init() for the types that need more than a dict (LRU lists)."""
 
     @property
     def prealloc(self) -> bool:
         return not self.map_flags & MapFlags.NO_PREALLOC
 
     def map_mem_usage(self) -> int:
-        """htab_map_mem_usage() for the plain hash."""
+        """htab_map_mem_usage()."""
         nr_cpus = self.kern.nr_cpus
+        pcpu_value = round_up(self.value_size, VALUE_ALIGN) * nr_cpus
         usage = BPF_HTAB_SIZE + BUCKET_SIZE * self.n_buckets
         usage += INT_SIZE * nr_cpus * HASHTAB_MAP_LOCK_COUNT
         if self.prealloc:
-            usage += self.elem_size * (self.max_entries + nr_cpus)   # + the extra elems
-            usage += PTR_SIZE * nr_cpus
+            entries = self.max_entries
+            if not self.PERCPU and not self.LRU:
+                entries += nr_cpus                  # the extra elems used by replacements
+            usage += self.elem_size * entries
+            if self.PERCPU:
+                usage += pcpu_value * entries
+            elif not self.LRU:
+                usage += PTR_SIZE * nr_cpus
         else:
-            usage += (self.elem_size + LLIST_NODE_SIZE) * len(self.elems)
+            n = len(self.elems)
+            usage += (self.elem_size + LLIST_NODE_SIZE) * n
+            if self.PERCPU:
+                usage += (LLIST_NODE_SIZE + PTR_SIZE + pcpu_value) * n
         return usage
 
     def map_free(self) -> None:
@@ -158,7 +196,8 @@ class HtabMap(BpfMap):
             return jhash2(key, self.hashrnd)
         return jhash(key, self.hashrnd)
 
-    def _walk_order(self) -> tuple[list, dict]:
+    def _walk_order(self) -> tuple[list, dict, list]:
+        """(keys in walk order, key -> position, bucket of each position)."""
         if self._order is None:
             mask = self.n_buckets - 1
             for k, e in self.elems.items():
@@ -167,7 +206,8 @@ class HtabMap(BpfMap):
             self._order = sorted(self.elems, key=lambda k: (self.elems[k].hash & mask,
                                                             -self.elems[k].seq))
             self._pos = {k: i for i, k in enumerate(self._order)}
-        return self._order, self._pos
+            self._buckets = [self.elems[k].hash & mask for k in self._order]
+        return self._order, self._pos, self._buckets
 
     # ---- bpf_map_ops ----
     def map_lookup_elem(self, key: bytes) -> int:
@@ -202,10 +242,14 @@ class HtabMap(BpfMap):
             raise KernelError(Errno.ENOENT, "no such key")
         self._unmap(elem)
         self._invalidate()
+        self._free_elem(elem)
+
+    def _free_elem(self, elem) -> None:
+        """free_htab_elem() / htab_lru_push_free(): the element left the table."""
 
     def map_get_next_key(self, key: bytes | None) -> bytes:
         """htab_map_get_next_key(): NULL or a missing key restarts at the first element."""
-        order, pos = self._walk_order()
+        order, pos, _ = self._walk_order()
         i = pos.get(bytes(key)) if key is not None else None
         nxt = 0 if i is None else i + 1
         if nxt >= len(order):
@@ -217,13 +261,242 @@ class HtabMap(BpfMap):
         elem = self.elems.get(bytes(key))
         if elem is None:
             raise KernelError(Errno.ENOENT, "no such key")
-        value = bytes(elem.value)
+        value = self._copy_value(elem)
         self.map_delete_elem(key)
         return value
 
     # ---- syscall side ----
+    def _copy_value(self, elem) -> bytes:
+        """What the syscall side copies out of an element (every CPU's slot for per-CPU maps)."""
+        return bytes(elem.value)
+
     def sys_lookup(self, key: bytes, flags: int) -> bytes:
         elem = self.elems.get(bytes(key))
         if elem is None:
             raise KernelError(Errno.ENOENT, "no such key")
-        return bytes(elem.value)
+        return self._copy_value(elem)
+
+    # ---- batch ops ----
+    def map_lookup_batch(self, task, attr, ctx) -> int:
+        return htab_lookup_and_delete_batch(self, task, attr, ctx, do_delete=False)
+
+    def map_lookup_and_delete_batch(self, task, attr, ctx) -> int:
+        return htab_lookup_and_delete_batch(self, task, attr, ctx, do_delete=True)
+
+    map_update_batch = generic_map_update_batch
+    map_delete_batch = generic_map_delete_batch
+
+
+# ---------------------------------------------------------------- per-CPU hash
+
+@attrs.define(eq=False)
+class PercpuHtabMap(HtabMap):
+    """BPF_MAP_TYPE_PERCPU_HASH — htab_percpu_map_ops.
+
+    An element's value is one bytearray of ``nr_cpus`` slots of round_up(value_size, 8)
+    bytes; programs get the address of their CPU's slot.  Updates of an existing key are
+    done in place (the element keeps its place in its bucket).
+    """
+
+    PERCPU = True
+
+    @property
+    def pcpu_size(self) -> int:
+        return round_up(self.value_size, VALUE_ALIGN)
+
+    @property
+    def sys_value_size(self) -> int:
+        return self.pcpu_size * self.kern.nr_cpus
+
+    def map_lookup_elem(self, key: bytes) -> int:
+        """htab_percpu_map_lookup_elem(): this CPU's slot."""
+        return self.map_lookup_percpu_elem(key, smp_processor_id(self.kern))
+
+    def map_lookup_percpu_elem(self, key: bytes, cpu: int) -> int:
+        if cpu >= self.kern.nr_cpus:
+            return 0
+        elem = self.elems.get(bytes(key))
+        if elem is None:
+            return 0
+        self._touch(elem)
+        return self._value_addr(elem) + cpu * self.pcpu_size
+
+    def _touch(self, elem) -> None:
+        """A program looked the element up (LRU maps set the ref bit)."""
+
+    def _pcpu_copy(self, elem, value: bytes, onallcpus: bool) -> None:
+        """pcpu_copy_value(): all slots as given (syscall) or value_size bytes of this CPU's."""
+        if onallcpus:
+            elem.value[:] = value
+        else:
+            off = smp_processor_id(self.kern) * self.pcpu_size
+            elem.value[off:off + self.value_size] = value[:self.value_size]
+
+    def _pcpu_init(self, elem, value: bytes, onallcpus: bool) -> None:
+        """pcpu_init_value(): a program's insert zeroes the other CPUs' values."""
+        if onallcpus:
+            elem.value[:] = value
+            return
+        me, size = smp_processor_id(self.kern), self.pcpu_size
+        for cpu in range(self.kern.nr_cpus):
+            off = cpu * size
+            elem.value[off:off + self.value_size] = (value[:self.value_size] if cpu == me
+                                                     else bytes(self.value_size))
+
+    def _new_elem(self, key: bytes, value: bytes, onallcpus: bool):
+        if len(self.elems) >= self.max_entries:
+            raise KernelError(Errno.E2BIG, "hash map is full")
+        elem = _HtabElem(bytearray(self.sys_value_size), self._next_seq())
+        self._pcpu_init(elem, value, onallcpus)
+        return elem
+
+    def _update(self, key: bytes, value: bytes, flags: int, onallcpus: bool) -> None:
+        """__htab_percpu_map_update_elem()."""
+        if flags > _EXIST:
+            raise KernelError(Errno.EINVAL, "unknown update flags")
+        key = bytes(key)
+        old = self.elems.get(key)
+        _check_flags(old, flags)
+        if old is not None:
+            self._pcpu_copy(old, value, onallcpus)
+            return
+        self.elems[key] = self._new_elem(key, value, onallcpus)
+        self._invalidate()
+
+    def map_update_elem(self, key: bytes, value: bytes, flags: int) -> None:
+        self._update(key, value, flags, onallcpus=False)
+
+    def sys_update(self, key: bytes, value: bytes, flags: int) -> None:
+        """bpf_percpu_hash_update()."""
+        self._update(key, value, flags, onallcpus=True)
+
+
+def _check_flags(old, flags: int) -> None:
+    """check_flags(): NOEXIST on an existing key, EXIST on a missing one."""
+    if old is not None and flags == UpdateFlags.NOEXIST:
+        raise KernelError(Errno.EEXIST, "key exists")
+    if old is None and flags == UpdateFlags.EXIST:
+        raise KernelError(Errno.ENOENT, "no such key")
+
+
+# ---------------------------------------------------------------- LRU hashes
+
+class _LruElem(LruNode):
+    """A preallocated element of an LRU hash: its bpf_lru_node plus key and value."""
+
+    __slots__ = ("key", "value", "region", "seq", "hash")
+
+    def __init__(self, value_size: int):
+        super().__init__()
+        self.key = None
+        self.value = bytearray(value_size)
+        self.region = None
+        self.seq = 0
+        self.hash = None
+
+
+class _LruMixin:
+    """What LRU hashes add: the node pool and its lists, eviction through del_from_htab."""
+
+    LRU = True
+
+    def _init_elems(self) -> None:
+        self.lru = BpfLru(bool(self.map_flags & MapFlags.NO_COMMON_LRU), self.kern.nr_cpus,
+                          self._lru_delete_node)
+        size = self.sys_value_size
+        self.lru.populate(self.max_entries, lambda: _LruElem(size))
+
+    def _lru_delete_node(self, elem) -> bool:
+        """htab_lru_map_delete_node(): unhash the element if it is still in the table."""
+        if self.elems.get(elem.key) is not elem:
+            return False
+        del self.elems[elem.key]
+        self._unmap(elem)
+        self._invalidate()
+        return True
+
+    def _pop(self, key: bytes):
+        """prealloc_lru_pop(): a free element for `key` (ENOMEM when nothing can be evicted)."""
+        elem = self.lru.pop_free(smp_processor_id(self.kern))
+        if elem is None:
+            raise KernelError(Errno.ENOMEM, "no free LRU element")
+        elem.key = key
+        elem.hash = None
+        return elem
+
+    def _free_elem(self, elem) -> None:
+        self.lru.push_free(elem)
+
+    def _touch(self, elem) -> None:
+        elem.ref = True
+
+
+@attrs.define(eq=False)
+class LruHtabMap(_LruMixin, HtabMap):
+    """BPF_MAP_TYPE_LRU_HASH — htab_lru_map_ops.
+
+    Every update takes a free element first (possibly evicting, even when the key
+    exists or the update then fails) and replaces the old element with it.
+    """
+
+    lru: object = None
+
+    def map_lookup_elem(self, key: bytes) -> int:
+        """htab_lru_map_lookup_elem(): programs' lookups mark the element referenced."""
+        elem = self.elems.get(bytes(key))
+        if elem is None:
+            return 0
+        elem.ref = True
+        return self._value_addr(elem)
+
+    def map_update_elem(self, key: bytes, value: bytes, flags: int) -> None:
+        """htab_lru_map_update_elem()."""
+        if flags > _EXIST:
+            raise KernelError(Errno.EINVAL, "unknown update flags")
+        key = bytes(key)
+        new = self._pop(key)
+        new.value[:] = value[:self.value_size]
+        old = self.elems.get(key)
+        try:
+            _check_flags(old, flags)
+        except KernelError:
+            self.lru.push_free(new)
+            raise
+        new.seq = self._next_seq()
+        self.elems[key] = new
+        self._invalidate()
+        if old is not None:
+            new.ref = True
+            self._unmap(old)
+            self.lru.push_free(old)
+
+
+@attrs.define(eq=False)
+class LruPercpuHtabMap(_LruMixin, PercpuHtabMap):
+    """BPF_MAP_TYPE_LRU_PERCPU_HASH — htab_lru_percpu_map_ops (updates in place)."""
+
+    lru: object = None
+
+    def _update(self, key: bytes, value: bytes, flags: int, onallcpus: bool) -> None:
+        """__htab_lru_percpu_map_update_elem(): BPF_EXIST never takes a free element."""
+        if flags > _EXIST:
+            raise KernelError(Errno.EINVAL, "unknown update flags")
+        key = bytes(key)
+        new = self._pop(key) if flags != UpdateFlags.EXIST else None
+        old = self.elems.get(key)
+        try:
+            _check_flags(old, flags)
+        except KernelError:
+            if new is not None:
+                self.lru.push_free(new)
+            raise
+        if old is not None:
+            old.ref = True
+            self._pcpu_copy(old, value, onallcpus)
+            if new is not None:
+                self.lru.push_free(new)
+            return
+        self._pcpu_init(new, value, onallcpus)
+        new.seq = self._next_seq()
+        self.elems[key] = new
+        self._invalidate()

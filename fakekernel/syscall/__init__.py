@@ -9,7 +9,7 @@ from __future__ import annotations
 import attrs
 
 from fakekernel.errors import Errno, KernelError
-from fakekernel.syscall import attach_cmds, link_cmds, map_cmds, obj_cmds, prog_cmds
+from fakekernel.syscall import attach_cmds, btf_cmds, link_cmds, map_batch, map_cmds, obj_cmds, prog_cmds
 from fakekernel.syscall.command import ATTR_SIZE
 from uapi.bpf import BpfCmd
 from uapi.ffi import ffi
@@ -26,6 +26,10 @@ COMMANDS = {
     BpfCmd.MAP_GET_NEXT_KEY: map_cmds.map_get_next_key,
     BpfCmd.MAP_LOOKUP_AND_DELETE_ELEM: map_cmds.map_lookup_and_delete_elem,
     BpfCmd.MAP_FREEZE: map_cmds.map_freeze,
+    BpfCmd.MAP_LOOKUP_BATCH: map_batch.map_lookup_batch,
+    BpfCmd.MAP_LOOKUP_AND_DELETE_BATCH: map_batch.map_lookup_and_delete_batch,
+    BpfCmd.MAP_UPDATE_BATCH: map_batch.map_update_batch,
+    BpfCmd.MAP_DELETE_BATCH: map_batch.map_delete_batch,
     BpfCmd.PROG_LOAD: prog_cmds.bpf_prog_load,
     BpfCmd.PROG_TEST_RUN: prog_cmds.bpf_prog_test_run,
     BpfCmd.OBJ_PIN: obj_cmds.bpf_obj_pin,
@@ -39,6 +43,9 @@ COMMANDS = {
     BpfCmd.PROG_DETACH: attach_cmds.bpf_prog_detach,
     BpfCmd.PROG_QUERY: attach_cmds.bpf_prog_query,
     BpfCmd.LINK_CREATE: link_cmds.link_create,
+    BpfCmd.BTF_LOAD: btf_cmds.bpf_btf_load,
+    BpfCmd.BTF_GET_FD_BY_ID: btf_cmds.bpf_btf_get_fd_by_id,
+    BpfCmd.BTF_GET_NEXT_ID: btf_cmds.bpf_btf_get_next_id,
 }
 
 
