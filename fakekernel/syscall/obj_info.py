@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 
+from fakekernel.btf import BTF_FILE_KIND, btf_get_info_by_fd
 from fakekernel.errors import Errno, KernelError
 from fakekernel.syscall import fdget
 from uapi.bpf import (BPF_CALL, BPF_DW, BPF_IMM, BPF_JMP, BPF_LD, BPF_LDX, BPF_MEM,
@@ -310,9 +311,19 @@ def bpf_link_get_info_by_fd(kern, task, file, link, attr, ctx) -> int:
     return _write_user_info(task, ctx, info, uinfo, info_len)
 
 
-# file kind -> filler; "btf" is added by its owner
+# ---------------------------------------------------------------- BTF
+
+def bpf_btf_get_info_by_fd(kern, task, file, btf, attr, ctx) -> int:
+    """bpf_btf_get_info_by_fd(): the tail-zero rule, then btf.c's btf_get_info_by_fd()."""
+    bpf_check_uarg_tail_zero(task, attr.info.info, ffi.sizeof("struct bpf_btf_info"),
+                             attr.info.info_len)
+    return btf_get_info_by_fd(kern, task, btf, attr, ctx)
+
+
+# file kind -> filler
 INFO_BY_FILE_KIND = {
     fdget.PROG_FILE_KIND: bpf_prog_get_info_by_fd,
     fdget.MAP_FILE_KIND: bpf_map_get_info_by_fd,
     fdget.LINK_FILE_KIND: bpf_link_get_info_by_fd,
+    BTF_FILE_KIND: bpf_btf_get_info_by_fd,
 }

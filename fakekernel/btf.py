@@ -1,0 +1,288 @@
+"""BTF objects and BTF_LOAD validation — kernel/bpf/btf.c: struct btf, btf_get/btf_put,
+btf_alloc_id, btf_parse() (btf_parse_hdr, btf_check_sec_info, btf_parse_str_sec,
+btf_parse_type_sec), btf_new_fd(), btf_get_fd_by_id(), btf_get_info_by_fd() and the
+kernel's own vmlinux BTF.
+
+The per-kind checks live in `fakekernel.btf_check`, the verifier environment and log in
+`fakekernel.btf_env`.  The vmlinux BTF is read lazily from its source (by default the
+host's /sys/kernel/btf/vmlinux, which describes the same 6.18) the first time its bytes
+are needed: booting a `Kernel` never touches it.
+"""
+from __future__ import annotations
+
+import os
+
+import attrs
+
+from fakekernel.btf_check import btf_check_all_metas, btf_check_all_types, btf_check_type_tags
+from fakekernel.btf_env import BTF_MAX_NAME_OFFSET, BTF_MAX_SIZE, BtfEnv, BtfLog, u32_at
+from fakekernel.errors import Errno, KernelError
+from fakekernel.fdtable import O_CLOEXEC, O_RDONLY, File
+from uapi.btf import BTF_MAGIC, BTF_VERSION
+from uapi.ffi import ffi, offsetofend
+
+__all__ = ["Btf", "btf_parse", "btf_new_fd", "btf_get_fd_by_id", "btf_get_info_by_fd",
+           "btf_vmlinux_init", "BTF_FILE_KIND", "VMLINUX_BTF_PATH", "BTF_MAX_SIZE"]
+
+BTF_FILE_KIND = "btf"                       # anon_inode:btf
+VMLINUX_BTF_PATH = "/sys/kernel/btf/vmlinux"
+_HDR = "struct btf_header"
+_HDR_SIZE = ffi.sizeof(_HDR)
+_HDR_FIELDS = ("magic", "version", "flags", "hdr_len", "type_off", "type_len", "str_off", "str_len")
+_LOG_TRUE_SIZE_END = offsetofend("union bpf_attr", "btf_log_true_size")
+
+
+@attrs.define(eq=False)
+class Btf:
+    """struct btf: the raw data, its parsed types, refcount and id."""
+
+    kern: object
+    _data: bytes | None = None
+    name: bytes = b""
+    kernel_btf: bool = False
+    id: int = 0
+    refcnt: int = 1
+    env: BtfEnv | None = None            # the parsed types (user BTF)
+    _source: object = None               # vmlinux: bytes or a path, read on first use
+    freed: bool = False
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            src = self._source
+            if isinstance(src, (str, os.PathLike)):
+                with open(src, "rb") as f:
+                    src = f.read()
+            self._data = bytes(src or b"")
+        return self._data
+
+    @property
+    def data_size(self) -> int:
+        if self._data is None and isinstance(self._source, (str, os.PathLike)):
+            return os.stat(self._source).st_size
+        return len(self.data)
+
+    # ---- refcounts: btf_get / btf_put ----
+    def get(self) -> "Btf":
+        self.refcnt += 1
+        return self
+
+    def put(self) -> None:
+        self.refcnt -= 1
+        if self.refcnt == 0:
+            self.freed = True
+            if self.id:
+                self.kern.btf_idr.remove(self.id)     # btf_free_id()
+                self.id = 0
+
+    def file_release(self, file) -> None:
+        """btf_release(): the last fd of a "btf" file closed."""
+        self.put()
+
+
+# ---------------------------------------------------------------- parsing
+
+def _hdr_field(data: bytes, name: str, hdr_copy: int) -> int:
+    """One btf_header field as the kernel sees it after memcpy(min(hdr_len, sizeof)) into a
+    zeroed header: bytes beyond a short hdr_len read as 0."""
+    off = ffi.offsetof(_HDR, name)
+    size = ffi.sizeof(dict(ffi.typeof(_HDR).fields)[name].type)
+    return int.from_bytes(data[off:min(off + size, hdr_copy)], "little") if off < hdr_copy else 0
+
+
+def _parse_hdr(env: BtfEnv) -> None:
+    """btf_parse_hdr() + btf_verifier_log_hdr() + btf_check_sec_info()."""
+    data = env.data
+    size = len(data)
+    if size < offsetofend(_HDR, "hdr_len"):
+        env.vlog(b"hdr_len not found")
+        raise KernelError(Errno.EINVAL, "hdr_len not found")
+    hdr_len = u32_at(data, ffi.offsetof(_HDR, "hdr_len"))
+    if size < hdr_len:
+        env.vlog(b"btf_header not found")
+        raise KernelError(Errno.EINVAL, "btf_header not found")
+    if hdr_len > _HDR_SIZE and any(data[_HDR_SIZE:hdr_len]):
+        env.vlog(b"Unsupported btf_header")
+        raise KernelError(Errno.E2BIG, "non-zero bytes in an unknown header tail")
+    hdr_copy = min(hdr_len, _HDR_SIZE)
+    hdr = {name: _hdr_field(data, name, hdr_copy) for name in _HDR_FIELDS}
+    env.hdr = hdr
+    for name in _HDR_FIELDS:
+        fmt = b"%s: 0x%x\n" if name in ("magic", "flags") else b"%s: %u\n"
+        env.vlog(fmt % (name.encode(), hdr[name]))
+    env.vlog(b"btf_total_size: %u\n" % size)
+    if hdr["magic"] != BTF_MAGIC:
+        env.vlog(b"Invalid magic")
+        raise KernelError(Errno.EINVAL, "magic")
+    if hdr["version"] != BTF_VERSION:
+        env.vlog(b"Unsupported version")
+        raise KernelError(Errno.ENOTSUPP, "version")
+    if hdr["flags"]:
+        env.vlog(b"Unsupported flags")
+        raise KernelError(Errno.ENOTSUPP, "flags")
+    if size == hdr["hdr_len"]:
+        env.vlog(b"No data")
+        raise KernelError(Errno.EINVAL, "no data")
+    _check_sec_info(env, size)
+
+
+def _s32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >> 31 else v
+
+
+def _check_sec_info(env: BtfEnv, size: int) -> None:
+    """btf_check_sec_info(): the type and string sections tile the data after the header."""
+    hdr = env.hdr
+    secs = [(hdr["type_off"], hdr["type_len"]), (hdr["str_off"], hdr["str_len"])]
+    # sort() with btf_sec_info_cmp, whose differences are taken as s32
+    a, b = secs
+    if (_s32(a[0] - b[0]) or _s32(a[1] - b[1])) >= 0:
+        secs = [b, a]
+    total = 0
+    expected_total = size - hdr["hdr_len"]
+    for off, length in secs:
+        msg = None
+        if expected_total < off:
+            msg = b"Invalid section offset"
+        elif total < off:
+            msg = b"Unsupported section found"
+        elif total > off:
+            msg = b"Section overlap found"
+        elif expected_total - total < length:
+            msg = b"Total section length too long"
+        if msg:
+            env.vlog(msg)
+            raise KernelError(Errno.EINVAL, msg.decode())
+        total += length
+    if expected_total != total:
+        env.vlog(b"Unsupported section found")
+        raise KernelError(Errno.EINVAL, "trailing data")
+
+
+def _parse_str_sec(env: BtfEnv) -> None:
+    hdr = env.hdr
+    start = hdr["hdr_len"] + hdr["str_off"]
+    end = start + hdr["str_len"]
+    if end != len(env.data):
+        env.vlog(b"String section is not at the end")
+        raise KernelError(Errno.EINVAL, "string section not last")
+    strs = env.data[start:end]
+    if not strs or len(strs) - 1 > BTF_MAX_NAME_OFFSET or strs[-1] or strs[0]:
+        env.vlog(b"Invalid string section")
+        raise KernelError(Errno.EINVAL, "string section")
+    env.strings = strs
+
+
+def _parse_type_sec(env: BtfEnv) -> None:
+    hdr = env.hdr
+    if hdr["type_off"] % 4:
+        env.vlog(b"Unaligned type_off")
+        raise KernelError(Errno.EINVAL, "unaligned type_off")
+    if not hdr["type_len"]:
+        env.vlog(b"No type found")
+        raise KernelError(Errno.EINVAL, "no type")
+    start = hdr["hdr_len"] + hdr["type_off"]
+    btf_check_all_metas(env, start, start + hdr["type_len"])
+    btf_check_all_types(env)
+
+
+def btf_parse(kern, task, attr, ctx) -> Btf:
+    """btf_parse(): copy the user's blob, validate it, write the log back."""
+    if attr.btf_size > BTF_MAX_SIZE:
+        raise KernelError(Errno.E2BIG, "btf_size over BTF_MAX_SIZE")
+    log = BtfLog.init(int(attr.btf_log_level), int(attr.btf_log_buf), int(attr.btf_log_size))
+    data = task.mm.copy_from_user(int(attr.btf), int(attr.btf_size)) if attr.btf_size else b""
+    env = BtfEnv(data=bytes(data), log=log)
+    err = None
+    try:
+        _parse_hdr(env)
+        _parse_str_sec(env)
+        _parse_type_sec(env)
+        btf_check_type_tags(env)
+    except KernelError as e:
+        err = e
+    # finalize_log(): ENOSPC / EFAULT override the verdict
+    try:
+        true_size = log.finalize(task)
+        if ctx.size >= _LOG_TRUE_SIZE_END:
+            ctx.put_attr_field("btf_log_true_size", true_size)
+        if log.truncated():
+            err = KernelError(Errno.ENOSPC, "btf log truncated")
+    except KernelError:
+        err = KernelError(Errno.EFAULT, "btf log not writable")
+    if err is not None:
+        raise err
+    return Btf(kern, data=env.data, env=env)
+
+
+# ---------------------------------------------------------------- fds, ids, info
+
+def _btf_new_fd(task, btf: Btf) -> int:
+    """__btf_new_fd(): a read-only "btf" file owning the caller's reference."""
+    return task.files.install(File(kind=BTF_FILE_KIND, private_data=btf,
+                                   f_flags=O_RDONLY | O_CLOEXEC))
+
+
+def btf_new_fd(kern, task, attr, ctx) -> int:
+    btf = btf_parse(kern, task, attr, ctx)
+    btf.id = kern.btf_idr.alloc_cyclic(btf)
+    return _btf_new_fd(task, btf)
+
+
+def btf_get_fd_by_id(kern, task, btf_id: int) -> int:
+    btf = kern.btf_idr.find(btf_id)
+    if btf is None or btf.refcnt == 0:
+        raise KernelError(Errno.ENOENT, f"no BTF with id {btf_id}")
+    return _btf_new_fd(task, btf.get())
+
+
+def btf_get_info_by_fd(kern, task, btf: Btf, attr, ctx) -> int:
+    """btf_get_info_by_fd(): id, the raw data (up to btf_size), name, kernel_btf."""
+    ctype = "struct bpf_btf_info"
+    uinfo = int(attr.info.info)
+    info_copy = min(int(attr.info.info_len), ffi.sizeof(ctype))
+    info = ffi.new(ctype + " *")
+    ffi.memmove(info, task.mm.copy_from_user(uinfo, info_copy), info_copy)
+    info.id = btf.id
+    btf_copy = min(btf.data_size, info.btf_size)
+    if btf_copy:
+        task.mm.copy_to_user(int(info.btf), btf.data[:btf_copy])
+    info.btf_size = btf.data_size
+    info.kernel_btf = int(btf.kernel_btf)
+    uname, uname_len = int(info.name), int(info.name_len)
+    if bool(uname) != bool(uname_len):
+        raise KernelError(Errno.EINVAL, "name and name_len must be given together")
+    info.name_len = len(btf.name)
+    ret = 0
+    if uname:
+        if uname_len >= len(btf.name) + 1:
+            task.mm.copy_to_user(uname, btf.name + b"\0")
+        else:
+            task.mm.copy_to_user(uname, btf.name[:uname_len - 1] + b"\0")
+            ret = -Errno.ENOSPC
+    task.mm.copy_to_user(uinfo, bytes(ffi.buffer(info))[:info_copy])
+    ctx.put_attr_field("info.info_len", info_copy)
+    if ret:
+        raise KernelError(Errno.ENOSPC, "name buffer too short")
+    return 0
+
+
+# ---------------------------------------------------------------- vmlinux
+
+def btf_vmlinux_init(kern, source=VMLINUX_BTF_PATH) -> Btf | None:
+    """The kernel's own BTF at boot: id 1, "vmlinux", kernel_btf.
+
+    `source` is raw BTF bytes or a path (read on first use); a path that is not readable
+    or None means a kernel built without BTF — id 1 is still consumed, so user BTF ids
+    start at 2 as on the measured 6.18 (vmlinux = 1, no module BTFs).
+    """
+    if isinstance(source, (str, os.PathLike)) and not os.access(source, os.R_OK):
+        source = None
+    if source is None:
+        placeholder = kern.btf_idr.alloc_cyclic(object())
+        kern.btf_idr.remove(placeholder)
+        return None
+    btf = Btf(kern, name=b"vmlinux", kernel_btf=True, source=source)
+    btf.id = kern.btf_idr.alloc_cyclic(btf)
+    return btf
