@@ -1,10 +1,11 @@
 """BTF objects and BTF_LOAD validation — kernel/bpf/btf.c: struct btf, btf_get/btf_put,
 btf_alloc_id, btf_parse() (btf_parse_hdr, btf_check_sec_info, btf_parse_str_sec,
-btf_parse_type_sec), btf_new_fd(), btf_get_fd_by_id(), btf_get_info_by_fd() and the
-kernel's own vmlinux BTF.
+btf_parse_type_sec with btf_check_all_metas, btf_resolve, btf_check_all_types,
+btf_func_proto_check, then btf_check_type_tags), btf_new_fd(), btf_get_fd_by_id(),
+btf_get_info_by_fd() and the kernel's own vmlinux BTF.
 
-The per-kind checks live in `fakekernel.btf_check`, the verifier environment and log in
-`fakekernel.btf_env`.  The vmlinux BTF is read lazily from its source (by default the
+The per-kind checks (btf_kind_operations) live in `fakekernel.btf_check`, the verifier
+environment and log in `fakekernel.btf_env`.  The vmlinux BTF is read lazily from its source (by default the
 host's /sys/kernel/btf/vmlinux, which describes the same 6.18) the first time its bytes
 are needed: booting a `Kernel` never touches it.
 """
@@ -14,11 +15,14 @@ import os
 
 import attrs
 
-from fakekernel.btf_check import btf_check_all_metas, btf_check_all_types, btf_check_type_tags
-from fakekernel.btf_env import BTF_MAX_NAME_OFFSET, BTF_MAX_SIZE, BtfEnv, BtfLog, u32_at
+from fakekernel.btf_check import KIND_OPS, reject_type
+from fakekernel.btf_env import (BTF_MAX_NAME_OFFSET, BTF_MAX_SIZE, BTF_MAX_TYPE, CHECK_TYPE,
+                                MAX_RESOLVE_DEPTH, NOT_VISITED, RESOLVE_TBD, U32_MAX, VOID, BtfEnv,
+                                BtfLog, BtfT, fail, is_modifier, is_resolve_source_only, is_struct,
+                                needs_resolve, u32_at)
 from fakekernel.errors import Errno, KernelError
 from fakekernel.fdtable import O_CLOEXEC, O_RDONLY, File
-from uapi.btf import BTF_MAGIC, BTF_VERSION
+from uapi.btf import BTF_MAGIC, BTF_VERSION, BtfKind
 from uapi.ffi import ffi, offsetofend
 
 __all__ = ["Btf", "btf_parse", "btf_new_fd", "btf_get_fd_by_id", "btf_get_info_by_fd",
@@ -30,6 +34,9 @@ _HDR = "struct btf_header"
 _HDR_SIZE = ffi.sizeof(_HDR)
 _HDR_FIELDS = ("magic", "version", "flags", "hdr_len", "type_off", "type_len", "str_off", "str_len")
 _LOG_TRUE_SIZE_END = offsetofend("union bpf_attr", "btf_log_true_size")
+_TYPE_SIZE = ffi.sizeof("struct btf_type")
+_INFO_MASK = 0x9F00FFFF             # kind_flag | kind | vlen
+_MAX_TYPE_TAG_CHAIN = 32
 
 
 @attrs.define(eq=False)
@@ -78,6 +85,165 @@ class Btf:
     def file_release(self, file) -> None:
         """btf_release(): the last fd of a "btf" file closed."""
         self.put()
+
+
+# ---------------------------------------------------------------- type passes (≈ btf_check_all_metas ... btf_check_type_tags)
+
+def _func_proto_check(env: BtfEnv, t: BtfT) -> None:
+    """btf_func_proto_check(): return and argument types resolve to sized types."""
+    if t.type:
+        ret_id = t.type
+        rt = env.type_by_id(ret_id)
+        if rt is None or is_resolve_source_only(rt):
+            reject_type(env, t, b"Invalid return type")
+        if needs_resolve(rt) and not env.is_resolved(ret_id):
+            btf_resolve(env, rt, ret_id)
+        if env.type_id_size(ret_id) is None:
+            reject_type(env, t, b"Invalid return type")
+    args = t.records(2)
+    if not args:
+        return
+    if not args[-1][1]:
+        if args[-1][0]:
+            reject_type(env, t, b"Invalid arg#%u" % len(args))
+        args = args[:-1]
+    for i, (name_off, arg_id) in enumerate(args):
+        at = env.type_by_id(arg_id)
+        if at is None or is_resolve_source_only(at):
+            reject_type(env, t, b"Invalid arg#%u" % (i + 1))
+        if name_off and (not env.name_offset_valid(name_off)
+                         or not env.name_valid_identifier(name_off)):
+            reject_type(env, t, b"Invalid arg#%u" % (i + 1))
+        if needs_resolve(at) and not env.is_resolved(arg_id):
+            btf_resolve(env, at, arg_id)
+        if env.type_id_size(arg_id) is None:
+            reject_type(env, t, b"Invalid arg#%u" % (i + 1))
+
+
+
+
+
+def _check_meta(env: BtfEnv, off: int, meta_left: int) -> tuple[BtfT, int]:
+    """btf_check_meta(): the btf_type header, then the kind's own check_meta."""
+    if meta_left < _TYPE_SIZE:
+        env.vlog(b"[%u] meta_left:%u meta_needed:%u" % (env.log_type_id, meta_left, _TYPE_SIZE))
+        fail(Errno.EINVAL, "btf_type truncated")
+    t = BtfT.at(env.data, off)
+    if t.info & ~_INFO_MASK:
+        env.vlog(b"[%u] Invalid btf_info:%x" % (env.log_type_id, t.info))
+        fail(Errno.EINVAL, "btf_info")
+    if t.kind > max(BtfKind) or t.kind == BtfKind.UNKN:
+        env.vlog(b"[%u] Invalid kind:%u" % (env.log_type_id, t.kind))
+        fail(Errno.EINVAL, "kind")
+    if not env.name_offset_valid(t.name_off):
+        env.vlog(b"[%u] Invalid name_offset:%u" % (env.log_type_id, t.name_off))
+        fail(Errno.EINVAL, "name_off")
+    extra = KIND_OPS[t.kind].check_meta(env, t, meta_left - _TYPE_SIZE)
+    return t, _TYPE_SIZE + extra
+
+
+def btf_check_all_metas(env: BtfEnv, start: int, end: int) -> None:
+    env.log_type_id = 1
+    cur = start
+    while cur < end:
+        t, size = _check_meta(env, cur, end - cur)
+        if len(env.types) == BTF_MAX_TYPE:          # btf_add_type()
+            env.vlog(b"Exceeded max num of types")
+        else:
+            env.types.append(t)
+        cur += size
+        env.log_type_id += 1
+
+
+def _resolve_valid(env: BtfEnv, t: BtfT, type_id: int) -> bool:
+    """btf_resolve_valid(): the final sanity check of one resolved type."""
+    if not env.is_resolved(type_id):
+        return False
+    rid, rsize = env.resolved_ids[type_id], env.resolved_sizes[type_id]
+    if is_struct(t) or t.kind == BtfKind.DATASEC:
+        return not rid and not rsize
+    if t.kind in (BtfKind.DECL_TAG, BtfKind.FUNC):
+        return bool(rid) and not rsize
+    if is_modifier(t) or t.kind in (BtfKind.PTR, BtfKind.VAR):
+        rt = env.type_by_id(rid)
+        return rt is not None and not is_modifier(rt) and not (
+            rt is not VOID and rt.kind in (BtfKind.VAR, BtfKind.DATASEC))
+    if t.kind == BtfKind.ARRAY:
+        r = env.type_id_size(t.word(0))
+        return r is not None and not is_modifier(r[0]) and (t.word(2) * r[2]) & U32_MAX == rsize
+    return False
+
+
+def btf_resolve(env: BtfEnv, t: BtfT, type_id: int) -> None:
+    """btf_resolve(): depth-first resolution of `type_id` with loop and depth detection."""
+    saved = env.log_type_id
+    env.resolve_mode = RESOLVE_TBD
+    env.push(t, type_id)
+    err = None
+    try:
+        while env.stack:
+            v = env.stack[-1]
+            env.log_type_id = v.type_id
+            KIND_OPS[v.t.kind].resolve(env, v)
+    except KernelError as e:
+        err = e
+    env.log_type_id = type_id
+    if err is not None and err.errno == Errno.E2BIG:
+        env.log_type(t, b"Exceeded max resolving depth:%u" % MAX_RESOLVE_DEPTH)
+    elif err is not None and err.errno == Errno.EEXIST:
+        env.log_type(t, b"Loop detected")
+    if err is None and not _resolve_valid(env, t, type_id):
+        env.log_type(t, b"Invalid resolve state")
+        err = KernelError(Errno.EINVAL, "invalid resolve state")
+    env.log_type_id = saved
+    if err is not None:
+        raise err
+
+
+def btf_check_all_types(env: BtfEnv) -> None:
+    n = env.nr_types
+    env.resolved_ids = [0] * n
+    env.resolved_sizes = [0] * n
+    env.visit_states = [NOT_VISITED] * n
+    env.phase = CHECK_TYPE
+    for type_id in range(1, n):
+        t = env.types[type_id]
+        env.log_type_id = type_id
+        if needs_resolve(t) and not env.is_resolved(type_id):
+            env.stack.clear()
+            btf_resolve(env, t, type_id)
+        if t.kind == BtfKind.FUNC_PROTO:
+            _func_proto_check(env, t)
+
+
+def btf_check_type_tags(env: BtfEnv) -> None:
+    """btf_check_type_tags(): TYPE_TAGs come first in a modifier chain; chains stay short."""
+    good_id = 0
+    for i in range(1, env.nr_types):
+        t = env.types[i]
+        if not is_modifier(t):
+            continue
+        cur_id = i
+        in_tags = t.kind == BtfKind.TYPE_TAG
+        limit = _MAX_TYPE_TAG_CHAIN
+        while is_modifier(t):
+            if not limit:
+                env.vlog(b"Max chain length or cycle detected")
+                fail(Errno.ELOOP, "modifier chain")
+            limit -= 1
+            if t.kind == BtfKind.TYPE_TAG:
+                if not in_tags:
+                    env.vlog(b"Type tags don't precede modifiers")
+                    fail(Errno.EINVAL, "type tag after modifier")
+            else:
+                in_tags = False
+            if cur_id <= good_id:
+                break
+            cur_id = t.type
+            t = env.type_by_id(cur_id)
+            if t is None:
+                fail(Errno.EINVAL, "dangling modifier")
+        good_id = i
 
 
 # ---------------------------------------------------------------- parsing

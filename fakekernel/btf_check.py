@@ -1,6 +1,6 @@
-"""BTF type checks — kernel/bpf/btf.c: the btf_kind_operations of every kind (check_meta,
-resolve, check_member, check_kflag_member, log_details), btf_check_all_metas(),
-btf_resolve(), btf_check_all_types(), btf_func_proto_check() and btf_check_type_tags().
+"""BTF kinds — kernel/bpf/btf.c: the btf_kind_operations of every kind (check_meta,
+resolve, check_member, check_kflag_member, log_details) and the `KIND_OPS` table.
+The passes that drive them (btf_check_all_metas, btf_resolve, ...) are in `fakekernel.btf`.
 
 Every failure writes the kernel's log line first, then raises `KernelError` with the
 kernel's errno.  Arithmetic that the kernel does in u32 is wrapped the same way.
@@ -9,25 +9,21 @@ from __future__ import annotations
 
 import attrs
 
-from fakekernel.btf_env import (BITS_PER_BYTE, BITS_PER_U128, BTF_MAX_TYPE, CHECK_TYPE,
-                                MAX_RESOLVE_DEPTH, NOT_VISITED, PTR_SIZE, RESOLVE_TBD, U32_MAX,
-                                VOID, BtfEnv, BtfT, Member, fail, has_size, int_data,
+from fakekernel.btf_env import (BITS_PER_BYTE, BITS_PER_U128, BTF_MAX_TYPE, PTR_SIZE,
+                                RESOLVE_TBD, U32_MAX, VOID, BtfEnv, BtfT, Member, fail, int_data,
                                 int_is_regular, is_decl_tag_target, is_modifier,
-                                is_resolve_source_only, is_struct, needs_resolve, nosize_or_null)
-from fakekernel.errors import Errno, KernelError
+                                is_resolve_source_only, is_struct, nosize_or_null)
+from fakekernel.errors import Errno
 from uapi.btf import BTF_INT_BOOL, BTF_INT_CHAR, BTF_INT_SIGNED, BtfKind
 from uapi.ffi import ffi
 
-__all__ = ["KIND_OPS", "btf_check_all_metas", "btf_check_all_types", "btf_check_type_tags"]
+__all__ = ["KIND_OPS", "KindOps", "reject_type"]
 
-_TYPE_SIZE = ffi.sizeof("struct btf_type")
-_INFO_MASK = 0x9F00FFFF             # kind_flag | kind | vlen
 _INT_MASK = 0x0FFFFFFF
 _INT_SIZE = ffi.sizeof("int")
 BTF_FUNC_GLOBAL = 1                 # enum btf_func_linkage
 BTF_VAR_STATIC, BTF_VAR_GLOBAL_ALLOCATED = 0, 1
 _FLOAT_SIZES = (2, 4, 8, 12, 16)
-_MAX_TYPE_TAG_CHAIN = 32
 
 
 def _u32(v: int) -> int:
@@ -44,7 +40,8 @@ def _meta(env: BtfEnv, t: BtfT, meta_left: int, meta_needed: int) -> None:
         fail(Errno.EINVAL, "type record truncated")
 
 
-def _reject(env: BtfEnv, t: BtfT, msg: bytes, errno: int = Errno.EINVAL, details: bool = True):
+def reject_type(env: BtfEnv, t: BtfT, msg: bytes, errno: int = Errno.EINVAL, details: bool = True):
+    """btf_verifier_log_type() (or _basic without details) with `msg`, then the errno."""
     env.log_type(t, msg, details=details)
     fail(errno, msg.decode(errors="replace"))
 
@@ -65,15 +62,15 @@ def _member_bit_offset(st: BtfT, m: Member) -> int:
 # ---------------------------------------------------------------- default ops
 
 def _df_check_member(env, st, m, mt):
-    _reject(env, st, b"Unsupported check_member", details=False)
+    reject_type(env, st, b"Unsupported check_member", details=False)
 
 
 def _df_check_kflag_member(env, st, m, mt):
-    _reject(env, st, b"Unsupported check_kflag_member", details=False)
+    reject_type(env, st, b"Unsupported check_kflag_member", details=False)
 
 
 def _df_resolve(env, v):
-    _reject(env, v.t, b"Unsupported resolve", details=False)
+    reject_type(env, v.t, b"Unsupported resolve", details=False)
 
 
 def _generic_check_kflag_member(env, st, m, mt):
@@ -120,19 +117,19 @@ def _int_check_kflag_member(env, st, m, mt):
 def _int_check_meta(env, t, meta_left):
     _meta(env, t, meta_left, 4)
     if t.vlen:
-        _reject(env, t, b"vlen != 0")
+        reject_type(env, t, b"vlen != 0")
     if t.kflag:
-        _reject(env, t, b"Invalid btf_info kind_flag")
+        reject_type(env, t, b"Invalid btf_info kind_flag")
     word = t.word(0)
     if word & ~_INT_MASK:
-        _reject(env, t, b"Invalid int_data:%x" % word, details=False)
+        reject_type(env, t, b"Invalid int_data:%x" % word, details=False)
     encoding, ioff, bits = int_data(t)
     if bits + ioff > BITS_PER_U128:
-        _reject(env, t, b"nr_bits exceeds %u" % BITS_PER_U128)
+        reject_type(env, t, b"nr_bits exceeds %u" % BITS_PER_U128)
     if _roundup_bytes(bits + ioff) > t.size:
-        _reject(env, t, b"nr_bits exceeds type_size")
+        reject_type(env, t, b"nr_bits exceeds type_size")
     if encoding and encoding not in (BTF_INT_SIGNED, BTF_INT_CHAR, BTF_INT_BOOL):
-        _reject(env, t, b"Unsupported encoding", Errno.ENOTSUPP)
+        reject_type(env, t, b"Unsupported encoding", Errno.ENOTSUPP)
     env.log_type(t)
     return 4
 
@@ -170,19 +167,19 @@ def _ptr_check_member(env, st, m, mt):
 
 def _ref_type_check_meta(env, t, meta_left):
     if t.vlen:
-        _reject(env, t, b"vlen != 0")
+        reject_type(env, t, b"vlen != 0")
     if t.kflag and t.kind != BtfKind.TYPE_TAG:          # 6.13+: kind_flag marks attribute tags
-        _reject(env, t, b"Invalid btf_info kind_flag")
+        reject_type(env, t, b"Invalid btf_info kind_flag")
     if t.type > BTF_MAX_TYPE:
-        _reject(env, t, b"Invalid type_id")
+        reject_type(env, t, b"Invalid type_id")
     if t.kind == BtfKind.TYPEDEF:
         if not t.name_off or not env.name_valid_identifier(t.name_off):
-            _reject(env, t, b"Invalid name")
+            reject_type(env, t, b"Invalid name")
     elif t.kind == BtfKind.TYPE_TAG:
         if not env.str_by_offset(t.name_off):
-            _reject(env, t, b"Invalid name")
+            reject_type(env, t, b"Invalid name")
     elif t.name_off:
-        _reject(env, t, b"Invalid name")
+        reject_type(env, t, b"Invalid name")
     env.log_type(t)
     return 0
 
@@ -193,7 +190,7 @@ def _ref_resolve(env: BtfEnv, v, *, allow_nosize: bool, follow_ptr: bool):
     next_id = t.type
     nt = env.type_by_id(next_id)
     if nt is None or is_resolve_source_only(nt):
-        _reject(env, t, b"Invalid type_id")
+        reject_type(env, t, b"Invalid type_id")
     if not env.is_resolve_sink(nt) and not env.is_resolved(next_id):
         env.push(nt, next_id)
         return
@@ -207,12 +204,12 @@ def _ref_resolve(env: BtfEnv, v, *, allow_nosize: bool, follow_ptr: bool):
     if r is not None:
         next_id = r[1]
     elif not allow_nosize:
-        _reject(env, t, b"Invalid type_id")
+        reject_type(env, t, b"Invalid type_id")
     else:
         if env.is_resolved(next_id):
             nt, next_id = env.type_id_resolve(next_id)
         if not (nt is VOID or (nt is not None and nt.kind in (BtfKind.FWD, BtfKind.FUNC_PROTO))):
-            _reject(env, t, b"Invalid type_id")
+            reject_type(env, t, b"Invalid type_id")
     env.pop_resolved(next_id, 0)
 
 
@@ -236,11 +233,11 @@ def _ref_type_log(env, t):
 
 def _fwd_check_meta(env, t, meta_left):
     if t.vlen:
-        _reject(env, t, b"vlen != 0")
+        reject_type(env, t, b"vlen != 0")
     if t.type:
-        _reject(env, t, b"type != 0")
+        reject_type(env, t, b"type != 0")
     if not t.name_off or not env.name_valid_identifier(t.name_off):
-        _reject(env, t, b"Invalid name")
+        reject_type(env, t, b"Invalid name")
     env.log_type(t)
     return 0
 
@@ -264,17 +261,17 @@ def _array_check_meta(env, t, meta_left):
     _meta(env, t, meta_left, 12)
     elem, index, _ = t.word(0), t.word(1), t.word(2)
     if t.name_off:
-        _reject(env, t, b"Invalid name")
+        reject_type(env, t, b"Invalid name")
     if t.vlen:
-        _reject(env, t, b"vlen != 0")
+        reject_type(env, t, b"vlen != 0")
     if t.kflag:
-        _reject(env, t, b"Invalid btf_info kind_flag")
+        reject_type(env, t, b"Invalid btf_info kind_flag")
     if t.size:
-        _reject(env, t, b"size != 0")
+        reject_type(env, t, b"size != 0")
     if not elem or elem > BTF_MAX_TYPE:
-        _reject(env, t, b"Invalid elem")
+        reject_type(env, t, b"Invalid elem")
     if not index or index > BTF_MAX_TYPE:
-        _reject(env, t, b"Invalid index")
+        reject_type(env, t, b"Invalid index")
     env.log_type(t)
     return 12
 
@@ -284,27 +281,27 @@ def _array_resolve(env, v):
     elem_id, index_id, nelems = t.word(0), t.word(1), t.word(2)
     it = env.type_by_id(index_id)
     if nosize_or_null(it) or is_resolve_source_only(it):
-        _reject(env, t, b"Invalid index")
+        reject_type(env, t, b"Invalid index")
     if not env.is_resolve_sink(it) and not env.is_resolved(index_id):
         env.push(it, index_id)
         return
     r = env.type_id_size(index_id)
     if r is None or r[0].kind != BtfKind.INT or not int_is_regular(r[0]):
-        _reject(env, t, b"Invalid index")
+        reject_type(env, t, b"Invalid index")
     et = env.type_by_id(elem_id)
     if nosize_or_null(et) or is_resolve_source_only(et):
-        _reject(env, t, b"Invalid elem")
+        reject_type(env, t, b"Invalid elem")
     if not env.is_resolve_sink(et) and not env.is_resolved(elem_id):
         env.push(et, elem_id)
         return
     r = env.type_id_size(elem_id)
     if r is None:
-        _reject(env, t, b"Invalid elem")
+        reject_type(env, t, b"Invalid elem")
     et, elem_id, elem_size = r
     if et.kind == BtfKind.INT and not int_is_regular(et):
-        _reject(env, t, b"Invalid array of int")
+        reject_type(env, t, b"Invalid array of int")
     if nelems and elem_size > U32_MAX // nelems:
-        _reject(env, t, b"Array size overflows U32_MAX")
+        reject_type(env, t, b"Array size overflows U32_MAX")
     env.pop_resolved(elem_id, elem_size * nelems)
 
 
@@ -326,7 +323,7 @@ def _struct_check_meta(env, t, meta_left):
     meta_needed = t.vlen * 12
     _meta(env, t, meta_left, meta_needed)
     if t.name_off and not env.name_valid_identifier(t.name_off):
-        _reject(env, t, b"Invalid name")
+        reject_type(env, t, b"Invalid name")
     env.log_type(t)
     last_offset = 0
     for m in _members(t):
@@ -401,9 +398,9 @@ def _enum_check_meta_common(env, t, meta_left, rec_words, value_of, fmt_signed, 
     meta_needed = t.vlen * rec_words * 4
     _meta(env, t, meta_left, meta_needed)
     if t.size > 8 or t.size & (t.size - 1) or not t.size:
-        _reject(env, t, b"Unexpected size")
+        reject_type(env, t, b"Unexpected size")
     if t.name_off and not env.name_valid_identifier(t.name_off):
-        _reject(env, t, b"Invalid name")
+        reject_type(env, t, b"Invalid name")
     env.log_type(t)
     for rec in t.records(rec_words):
         name_off = rec[0]
@@ -411,7 +408,7 @@ def _enum_check_meta_common(env, t, meta_left, rec_words, value_of, fmt_signed, 
             env.vlog(b"\tInvalid name_offset:%u" % name_off)
             fail(Errno.EINVAL, "enum value name offset")
         if not name_off or not env.name_valid_identifier(name_off):
-            _reject(env, t, b"Invalid name")
+            reject_type(env, t, b"Invalid name")
         env.vlog((fmt_signed if t.kflag else fmt_unsigned)
                  % (env.name_by_offset(name_off), value_of(rec, t.kflag)))
     return meta_needed
@@ -440,9 +437,9 @@ def _func_proto_check_meta(env, t, meta_left):
     meta_needed = t.vlen * 8
     _meta(env, t, meta_left, meta_needed)
     if t.name_off:
-        _reject(env, t, b"Invalid name")
+        reject_type(env, t, b"Invalid name")
     if t.kflag:
-        _reject(env, t, b"Invalid btf_info kind_flag")
+        reject_type(env, t, b"Invalid btf_info kind_flag")
     env.log_type(t)
     return meta_needed
 
@@ -467,11 +464,11 @@ def _func_proto_log(env, t):
 
 def _func_check_meta(env, t, meta_left):
     if not t.name_off or not env.name_valid_identifier(t.name_off):
-        _reject(env, t, b"Invalid name")
+        reject_type(env, t, b"Invalid name")
     if t.vlen > BTF_FUNC_GLOBAL:
-        _reject(env, t, b"Invalid func linkage")
+        reject_type(env, t, b"Invalid func linkage")
     if t.kflag:
-        _reject(env, t, b"Invalid btf_info kind_flag")
+        reject_type(env, t, b"Invalid btf_info kind_flag")
     env.log_type(t)
     return 0
 
@@ -480,10 +477,10 @@ def _func_check(env, t):
     """btf_func_check(): a FUNC points at a FUNC_PROTO whose typed params are named."""
     proto = env.type_by_id(t.type)
     if proto is None or proto is VOID or proto.kind != BtfKind.FUNC_PROTO:
-        _reject(env, t, b"Invalid type_id")
+        reject_type(env, t, b"Invalid type_id")
     for i, (name_off, type_id) in enumerate(proto.records(2)):
         if not name_off and type_id:
-            _reject(env, t, b"Invalid arg#%u" % (i + 1))
+            reject_type(env, t, b"Invalid arg#%u" % (i + 1))
 
 
 def _func_resolve(env, v):
@@ -491,51 +488,20 @@ def _func_resolve(env, v):
     env.pop_resolved(v.t.type, 0)
 
 
-def _func_proto_check(env, t):
-    """btf_func_proto_check(): return and argument types resolve to sized types."""
-    if t.type:
-        ret_id = t.type
-        rt = env.type_by_id(ret_id)
-        if rt is None or is_resolve_source_only(rt):
-            _reject(env, t, b"Invalid return type")
-        if needs_resolve(rt) and not env.is_resolved(ret_id):
-            btf_resolve(env, rt, ret_id)
-        if env.type_id_size(ret_id) is None:
-            _reject(env, t, b"Invalid return type")
-    args = t.records(2)
-    if not args:
-        return
-    if not args[-1][1]:
-        if args[-1][0]:
-            _reject(env, t, b"Invalid arg#%u" % len(args))
-        args = args[:-1]
-    for i, (name_off, arg_id) in enumerate(args):
-        at = env.type_by_id(arg_id)
-        if at is None or is_resolve_source_only(at):
-            _reject(env, t, b"Invalid arg#%u" % (i + 1))
-        if name_off and (not env.name_offset_valid(name_off)
-                         or not env.name_valid_identifier(name_off)):
-            _reject(env, t, b"Invalid arg#%u" % (i + 1))
-        if needs_resolve(at) and not env.is_resolved(arg_id):
-            btf_resolve(env, at, arg_id)
-        if env.type_id_size(arg_id) is None:
-            _reject(env, t, b"Invalid arg#%u" % (i + 1))
-
-
 # ---------------------------------------------------------------- VAR / DATASEC
 
 def _var_check_meta(env, t, meta_left):
     _meta(env, t, meta_left, 4)
     if t.vlen:
-        _reject(env, t, b"vlen != 0")
+        reject_type(env, t, b"vlen != 0")
     if t.kflag:
-        _reject(env, t, b"Invalid btf_info kind_flag")
+        reject_type(env, t, b"Invalid btf_info kind_flag")
     if not t.name_off or not env.name_valid_identifier(t.name_off):
-        _reject(env, t, b"Invalid name")
+        reject_type(env, t, b"Invalid name")
     if not t.type or t.type > BTF_MAX_TYPE:
-        _reject(env, t, b"Invalid type_id")
+        reject_type(env, t, b"Invalid type_id")
     if t.word(0) not in (BTF_VAR_STATIC, BTF_VAR_GLOBAL_ALLOCATED):
-        _reject(env, t, b"Linkage not supported")
+        reject_type(env, t, b"Linkage not supported")
     env.log_type(t)
     return 4
 
@@ -548,11 +514,11 @@ def _datasec_check_meta(env, t, meta_left):
     meta_needed = t.vlen * 12
     _meta(env, t, meta_left, meta_needed)
     if not t.size:
-        _reject(env, t, b"size == 0")
+        reject_type(env, t, b"size == 0")
     if t.kflag:
-        _reject(env, t, b"Invalid btf_info kind_flag")
+        reject_type(env, t, b"Invalid btf_info kind_flag")
     if not t.name_off or not env.name_valid_section(t.name_off):
-        _reject(env, t, b"Invalid name")
+        reject_type(env, t, b"Invalid name")
     env.log_type(t)
     last_end, total = 0, 0
     for vsi in t.records(3):
@@ -573,7 +539,7 @@ def _datasec_check_meta(env, t, meta_left):
         env.log_vsi(t, vsi)
         total += size
     if t.size < total:
-        _reject(env, t, b"Invalid btf_info size")
+        reject_type(env, t, b"Invalid btf_info size")
     return meta_needed
 
 
@@ -605,11 +571,11 @@ def _datasec_resolve(env, v):
 
 def _float_check_meta(env, t, meta_left):
     if t.vlen:
-        _reject(env, t, b"vlen != 0")
+        reject_type(env, t, b"vlen != 0")
     if t.kflag:
-        _reject(env, t, b"Invalid btf_info kind_flag")
+        reject_type(env, t, b"Invalid btf_info kind_flag")
     if t.size not in _FLOAT_SIZES:
-        _reject(env, t, b"Invalid type_size")
+        reject_type(env, t, b"Invalid type_size")
     env.log_type(t)
     return 0
 
@@ -636,12 +602,12 @@ def _component_idx(t: BtfT) -> int:
 def _decl_tag_check_meta(env, t, meta_left):
     _meta(env, t, meta_left, 4)
     if not env.str_by_offset(t.name_off):
-        _reject(env, t, b"Invalid value")
+        reject_type(env, t, b"Invalid value")
     if t.vlen:
-        _reject(env, t, b"vlen != 0")
+        reject_type(env, t, b"vlen != 0")
     # 6.13+: kind_flag marks __attribute__ tags and is accepted
     if _component_idx(t) < -1:
-        _reject(env, t, b"Invalid component_idx")
+        reject_type(env, t, b"Invalid component_idx")
     env.log_type(t)
     return 4
 
@@ -651,17 +617,17 @@ def _decl_tag_resolve(env, v):
     next_id = t.type
     nt = env.type_by_id(next_id)
     if nt is None or not is_decl_tag_target(nt):
-        _reject(env, t, b"Invalid type_id")
+        reject_type(env, t, b"Invalid type_id")
     if not env.is_resolve_sink(nt) and not env.is_resolved(next_id):
         env.push(nt, next_id)
         return
     idx = _component_idx(t)
     if idx != -1:
         if nt.kind in (BtfKind.VAR, BtfKind.TYPEDEF):
-            _reject(env, t, b"Invalid component_idx")
+            reject_type(env, t, b"Invalid component_idx")
         vlen = nt.vlen if is_struct(nt) else env.type_by_id(nt.type).vlen
         if idx & U32_MAX >= vlen:
-            _reject(env, t, b"Invalid component_idx")
+            reject_type(env, t, b"Invalid component_idx")
     env.pop_resolved(next_id, 0)
 
 
@@ -719,128 +685,3 @@ KIND_OPS = {
     BtfKind.TYPE_TAG: _MODIFIER_OPS,
     BtfKind.ENUM64: KindOps(_enum64_check_meta, **_ENUM_MEMBER),
 }
-
-
-# ---------------------------------------------------------------- passes
-
-def _check_meta(env: BtfEnv, off: int, meta_left: int) -> tuple[BtfT, int]:
-    """btf_check_meta(): the btf_type header, then the kind's own check_meta."""
-    if meta_left < _TYPE_SIZE:
-        env.vlog(b"[%u] meta_left:%u meta_needed:%u" % (env.log_type_id, meta_left, _TYPE_SIZE))
-        fail(Errno.EINVAL, "btf_type truncated")
-    t = BtfT.at(env.data, off)
-    if t.info & ~_INFO_MASK:
-        env.vlog(b"[%u] Invalid btf_info:%x" % (env.log_type_id, t.info))
-        fail(Errno.EINVAL, "btf_info")
-    if t.kind > max(BtfKind) or t.kind == BtfKind.UNKN:
-        env.vlog(b"[%u] Invalid kind:%u" % (env.log_type_id, t.kind))
-        fail(Errno.EINVAL, "kind")
-    if not env.name_offset_valid(t.name_off):
-        env.vlog(b"[%u] Invalid name_offset:%u" % (env.log_type_id, t.name_off))
-        fail(Errno.EINVAL, "name_off")
-    extra = KIND_OPS[t.kind].check_meta(env, t, meta_left - _TYPE_SIZE)
-    return t, _TYPE_SIZE + extra
-
-
-def btf_check_all_metas(env: BtfEnv, start: int, end: int) -> None:
-    env.log_type_id = 1
-    cur = start
-    while cur < end:
-        t, size = _check_meta(env, cur, end - cur)
-        if len(env.types) == BTF_MAX_TYPE:          # btf_add_type()
-            env.vlog(b"Exceeded max num of types")
-        else:
-            env.types.append(t)
-        cur += size
-        env.log_type_id += 1
-
-
-def _resolve_valid(env: BtfEnv, t: BtfT, type_id: int) -> bool:
-    """btf_resolve_valid(): the final sanity check of one resolved type."""
-    if not env.is_resolved(type_id):
-        return False
-    rid, rsize = env.resolved_ids[type_id], env.resolved_sizes[type_id]
-    if is_struct(t) or t.kind == BtfKind.DATASEC:
-        return not rid and not rsize
-    if t.kind in (BtfKind.DECL_TAG, BtfKind.FUNC):
-        return bool(rid) and not rsize
-    if is_modifier(t) or t.kind in (BtfKind.PTR, BtfKind.VAR):
-        rt = env.type_by_id(rid)
-        return rt is not None and not is_modifier(rt) and not (
-            rt is not VOID and rt.kind in (BtfKind.VAR, BtfKind.DATASEC))
-    if t.kind == BtfKind.ARRAY:
-        r = env.type_id_size(t.word(0))
-        return r is not None and not is_modifier(r[0]) and (t.word(2) * r[2]) & U32_MAX == rsize
-    return False
-
-
-def btf_resolve(env: BtfEnv, t: BtfT, type_id: int) -> None:
-    """btf_resolve(): depth-first resolution of `type_id` with loop and depth detection."""
-    saved = env.log_type_id
-    env.resolve_mode = RESOLVE_TBD
-    env.push(t, type_id)
-    err = None
-    try:
-        while env.stack:
-            v = env.stack[-1]
-            env.log_type_id = v.type_id
-            KIND_OPS[v.t.kind].resolve(env, v)
-    except KernelError as e:
-        err = e
-    env.log_type_id = type_id
-    if err is not None and err.errno == Errno.E2BIG:
-        env.log_type(t, b"Exceeded max resolving depth:%u" % MAX_RESOLVE_DEPTH)
-    elif err is not None and err.errno == Errno.EEXIST:
-        env.log_type(t, b"Loop detected")
-    if err is None and not _resolve_valid(env, t, type_id):
-        env.log_type(t, b"Invalid resolve state")
-        err = KernelError(Errno.EINVAL, "invalid resolve state")
-    env.log_type_id = saved
-    if err is not None:
-        raise err
-
-
-def btf_check_all_types(env: BtfEnv) -> None:
-    n = env.nr_types
-    env.resolved_ids = [0] * n
-    env.resolved_sizes = [0] * n
-    env.visit_states = [NOT_VISITED] * n
-    env.phase = CHECK_TYPE
-    for type_id in range(1, n):
-        t = env.types[type_id]
-        env.log_type_id = type_id
-        if needs_resolve(t) and not env.is_resolved(type_id):
-            env.stack.clear()
-            btf_resolve(env, t, type_id)
-        if t.kind == BtfKind.FUNC_PROTO:
-            _func_proto_check(env, t)
-
-
-def btf_check_type_tags(env: BtfEnv) -> None:
-    """btf_check_type_tags(): TYPE_TAGs come first in a modifier chain; chains stay short."""
-    good_id = 0
-    for i in range(1, env.nr_types):
-        t = env.types[i]
-        if not is_modifier(t):
-            continue
-        cur_id = i
-        in_tags = t.kind == BtfKind.TYPE_TAG
-        limit = _MAX_TYPE_TAG_CHAIN
-        while is_modifier(t):
-            if not limit:
-                env.vlog(b"Max chain length or cycle detected")
-                fail(Errno.ELOOP, "modifier chain")
-            limit -= 1
-            if t.kind == BtfKind.TYPE_TAG:
-                if not in_tags:
-                    env.vlog(b"Type tags don't precede modifiers")
-                    fail(Errno.EINVAL, "type tag after modifier")
-            else:
-                in_tags = False
-            if cur_id <= good_id:
-                break
-            cur_id = t.type
-            t = env.type_by_id(cur_id)
-            if t is None:
-                fail(Errno.EINVAL, "dangling modifier")
-        good_id = i

@@ -61,5 +61,24 @@ class Idr:
     def __len__(self) -> int:
         return len(self._objs)
 
+    # ---- saved state (fakekernel/state.py): ids survive a save and reload ----
+    @property
+    def cursor(self) -> int:
+        """Where the next alloc_cyclic starts looking."""
+        return self._next
+
+    @cursor.setter
+    def cursor(self, value: int) -> None:
+        self._next = value if self.start <= value <= INT_MAX else self.start
+
+    def alloc_at(self, obj: object, id_: int) -> None:
+        """Put `obj` at exactly `id_` (EEXIST if taken); the cursor does not move."""
+        if id_ in self._objs:
+            raise KernelError(Errno.EEXIST, f"id {id_} is taken")
+        if not self.start <= id_ <= INT_MAX:
+            raise KernelError(Errno.EINVAL, f"id {id_} out of range")
+        self._objs[id_] = obj
+        bisect.insort(self._ids, id_)
+
     def values(self) -> list[object]:
         return [self._objs[i] for i in self._ids]

@@ -27,7 +27,11 @@ DEFAULT_SYSCTLS = {
 
 
 def _monotonic_ns() -> int:
-    return time.monotonic_ns()
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def _boottime_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
 @attrs.define(eq=False)
@@ -37,7 +41,10 @@ class Kernel:
     nr_cpus: int = 2
     creds: Creds = ROOT
     sysctls: dict = attrs.field(factory=dict)
-    clock: Callable[[], int] = _monotonic_ns          # CLOCK_MONOTONIC in ns (ktime_get_ns)
+    # CLOCK_MONOTONIC in ns (ktime_get_ns).  By default the simulated kernel shares the host's
+    # clocks, so times it reports (prog load_time, bpf_ktime_get_ns) read right to host tools
+    # such as bpftool; an injected clock starts the simulated machine at boot time 0.
+    clock: Callable[[], int] = _monotonic_ns
     prandom: random.Random = attrs.field(factory=lambda: random.Random(0))
     version: str = "6.18"
     bpffs_mount: str = "/sys/fs/bpf"
@@ -62,7 +69,7 @@ class Kernel:
 
     def __attrs_post_init__(self) -> None:
         self.sysctls = {**DEFAULT_SYSCTLS, **self.sysctls}
-        self.boot_ns = self.clock()
+        self.boot_ns = 0 if self.clock is _monotonic_ns else self.clock()
         self.current = self.spawn(creds=self.creds, pid=self.pid)
         from fakekernel.btf import btf_vmlinux_init
         self.btf_vmlinux = btf_vmlinux_init(self, self.vmlinux_btf)
@@ -85,6 +92,8 @@ class Kernel:
         return self.clock() - self.boot_ns
 
     def ktime_get_boottime_ns(self) -> int:
+        if self.clock is _monotonic_ns:
+            return _boottime_ns()
         return self.clock() - self.boot_ns
 
     @property

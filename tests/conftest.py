@@ -25,6 +25,7 @@ if str(TESTS) not in sys.path:
 
 from backends import FakeBackend, HostBackend, host_unavailable_reason  # noqa: E402
 from fakekernel import Kernel  # noqa: E402
+from fakekernel.pytest_plugin import check_leaks  # noqa: E402
 
 settings.register_profile("ci", max_examples=60, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -34,19 +35,8 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def _leak_check(request, kern: Kernel) -> None:
-    keep = request.node.get_closest_marker("keep_objects") is not None
-    if keep:
-        return
-    open_fds = [fd for t in kern.tasks for fd, f in t.files.items() if f.kind != "tty"]
-    kern.shutdown()
-    live = {k: v for k, v in kern.live_objects().items() if v}
-    pinned = kern.bpffs.pinned_objects() if kern.bpffs is not None else set()
-    attached = kern.world.attached_objects() if kern.world is not None else set()
-    unexpected = {k: [o for o in v if o not in pinned and o not in attached]
-                  for k, v in live.items()}
-    unexpected = {k: v for k, v in unexpected.items() if v}
-    assert not open_fds, f"test left fds open in its Kernel: {open_fds}"
-    assert not unexpected, f"objects still alive after every process exited: {unexpected}"
+    if request.node.get_closest_marker("keep_objects") is None:
+        check_leaks(kern)
 
 
 @pytest.fixture

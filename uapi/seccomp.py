@@ -163,15 +163,23 @@ X32_SYSCALL_BIT = 0x40000000            # arch/x86/include/uapi/asm/unistd.h: __
 
 class NR_X86_64(enum.IntEnum):
     """The x86_64 syscall numbers the runner traps or issues (syscall_64.tbl)."""
+    open = 2
+    close = 3
+    access = 21
+    dup = 32
     statfs = 137
     fstatfs = 138
     mkdir = 83
     rmdir = 84
     unlink = 87
+    openat = 257
     mkdirat = 258
     unlinkat = 263
+    faccessat = 269
+    dup3 = 292
     seccomp = 317
     bpf = 321
+    faccessat2 = 439
 
 
 class NR_I386(enum.IntEnum):

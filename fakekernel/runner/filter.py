@@ -13,7 +13,8 @@ __all__ = ["TRAPPED_X86_64", "TRAPPED_I386", "build_filter"]
 
 # what the supervisor answers (supervisor.py dispatches on the same numbers)
 TRAPPED_X86_64 = (NR_X86_64.bpf, NR_X86_64.statfs, NR_X86_64.fstatfs, NR_X86_64.mkdir,
-                  NR_X86_64.mkdirat, NR_X86_64.unlink, NR_X86_64.unlinkat, NR_X86_64.rmdir)
+                  NR_X86_64.mkdirat, NR_X86_64.unlink, NR_X86_64.unlinkat, NR_X86_64.rmdir,
+                  NR_X86_64.openat, NR_X86_64.open)
 TRAPPED_I386 = (NR_I386.bpf,)
 
 _LD_ABS = Cbpf.LD | Cbpf.W | Cbpf.ABS

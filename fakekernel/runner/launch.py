@@ -42,6 +42,7 @@ from uapi.seccomp import FilterFlag, NR_X86_64, SeccompOp
 
 __all__ = ["Launched", "LaunchError", "launch", "trampoline_argv", "PROBE_CMD", "PROBE_MAGIC"]
 
+_POPEN = subprocess.Popen       # bound at import: the pytest plugin may stand in for it later
 PROBE_CMD = 0x46414B45          # "FAKE": not a bpf command; only ever sent before exec
 PROBE_MAGIC = 0x4B45524E        # the supervisor's answer to it
 
@@ -182,8 +183,10 @@ def compiled_trampoline() -> str | None:
         try:
             with open(src, "w") as fh:
                 fh.write(_C_SOURCE)
-            r = subprocess.run([cc, "-O2", "-o", tmp, src], capture_output=True, text=True)
-            if r.returncode != 0:
+            with _POPEN([cc, "-O2", "-o", tmp, src], stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE) as cc_proc:
+                cc_proc.communicate()
+            if cc_proc.returncode != 0:
                 return None
             os.replace(tmp, exe)            # atomic: concurrent first uses are fine
             return exe
@@ -220,8 +223,13 @@ _SECCOMP_ERRORS = {
 }
 
 
-def launch(cmd: list[str], *, pass_fds=(), **popen_kw) -> Launched:
-    """Start `cmd` under the filter; returns once the probe went through the supervisor."""
+def launch(cmd: list[str], *, pass_fds=(), popen=None, **popen_kw) -> Launched:
+    """Start `cmd` under the filter; returns once the probe went through the supervisor.
+
+    `popen(argv, **kw)` starts the trampoline (default `subprocess.Popen`; the pytest
+    plugin passes its own when it stands in for `subprocess.Popen`).
+    """
+    popen = popen if popen is not None else _POPEN
     if os.uname().machine != "x86_64":
         raise LaunchError(f"fakekernel run supports x86_64 hosts only (this is "
                           f"{os.uname().machine})")
@@ -230,7 +238,7 @@ def launch(cmd: list[str], *, pass_fds=(), **popen_kw) -> Launched:
     try:
         argv = trampoline_argv(theirs.fileno(), flags, FilterFlag.WAIT_KILLABLE_RECV, cmd)
         try:
-            proc = subprocess.Popen(argv, pass_fds=(theirs.fileno(), *pass_fds), **popen_kw)
+            proc = popen(argv, pass_fds=(theirs.fileno(), *pass_fds), **popen_kw)
         except OSError as e:
             raise LaunchError(f"cannot start the trampoline {argv[0]}: {e}") from None
         theirs.close()

@@ -16,6 +16,7 @@ one step (ADDFD with SECCOMP_ADDFD_FLAG_SEND).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import sys
@@ -25,6 +26,7 @@ from fakekernel.errors import Errno, KernelError
 from fakekernel.runner.notify import Listener, NotifError
 from fakekernel.runner.remote_files import OTHER_FILE_KIND, RemoteFdTable, RemoteFiles
 from fakekernel.runner.trace import Tracer, format_bpf_args, format_ret
+from fakekernel.runner.vfiles import VirtualFiles, memfd_with
 from fakekernel.syscall import sys_bpf
 from fakekernel.syscall.command import ATTR_SIZE
 from fakekernel.task import Task
@@ -49,12 +51,15 @@ def _u32(v: int) -> int:
 
 
 class Supervisor:
-    def __init__(self, kern, listener: Listener, *, tracer: Tracer | None = None):
+    def __init__(self, kern, listener: Listener, *, tracer: Tracer | None = None, lock=None):
         self.kern = kern
+        # held while the Kernel is used: several supervisors (threads) may share one Kernel
+        self.lock = lock if lock is not None else contextlib.nullcontext()
         self.listener = listener
         self.tracer = tracer
         self.files = RemoteFiles()
         self.tasks: dict[int, Task] = {}
+        self.vfiles = VirtualFiles(kern, self.task_for)
         self.internal_errors = 0
         self.calls = 0
         x64, i386 = AuditArch.X86_64, AuditArch.I386
@@ -69,6 +74,8 @@ class Supervisor:
             (x64, NR_X86_64.unlink): self.sys_unlink,
             (x64, NR_X86_64.unlinkat): self.sys_unlinkat,
             (x64, NR_X86_64.rmdir): self.sys_rmdir,
+            (x64, NR_X86_64.open): self.sys_open,
+            (x64, NR_X86_64.openat): self.sys_openat,
         }
 
     # ------------------------------------------------------------------ tasks
@@ -112,7 +119,8 @@ class Supervisor:
                             hup = True
                             ep.unregister(fd)
                     elif fd == self.files.inotify:
-                        self.files.process_events()
+                        with self.lock:
+                            self.files.process_events()
                     elif fd == pidfd:
                         ep.unregister(pidfd)
                         child_alive = False
@@ -128,7 +136,8 @@ class Supervisor:
             if e.errno == Errno.ENOENT:          # the target went away before we got it
                 return
             raise
-        self.handle(n)
+        with self.lock:
+            self.handle(n)
 
     def handle(self, n) -> None:
         # close events the target caused before this syscall must be seen first
@@ -200,7 +209,7 @@ class Supervisor:
                 return None
             if not base.startswith("/"):
                 return None
-            path = base.rstrip("/") + "/" + path
+            path = self.vfiles.translate(base).rstrip("/") + "/" + path
         norm = os.path.normpath(path)
         mnt = self.kern.bpffs_mount
         if norm != mnt and not norm.startswith(mnt + "/"):
@@ -277,8 +286,58 @@ class Supervisor:
         return self._remove(task, _s32(n.data.args[0]), n.data.args[1],
                             rmdir=bool(flags & AT_REMOVEDIR))
 
+    # ------------------------------------------------------------------ virtual files
+    def _open(self, task: Task, n, dirfd: int, path_arg: int, flags: int):
+        """open(2)/openat(2): virtual files (vfiles.py) are answered, all else CONTINUEs."""
+        try:
+            raw = task.mm.strncpy_from_user(path_arg, PATH_MAX)
+        except KernelError:
+            return CONTINUE
+        if not raw or len(raw) >= PATH_MAX:
+            return CONTINUE
+        path = raw.decode(errors="surrogateescape")
+        if not path.startswith("/"):
+            try:
+                base = os.readlink(f"/proc/{task.pid}/cwd" if dirfd == AT_FDCWD
+                                   else f"/proc/{task.pid}/fd/{dirfd}")
+            except OSError:
+                return CONTINUE
+            path = self.vfiles.translate(base).rstrip("/") + "/" + path
+        norm = os.path.normpath(path)
+        what = self.vfiles.lookup(task, norm, flags)
+        if what is None:
+            mnt = self.kern.bpffs_mount
+            if norm != mnt and not norm.startswith(mnt + "/"):
+                return CONTINUE
+            what = self.vfiles.bpffs_open(task, path, flags)
+        if isinstance(what, int):
+            self._trace(task.pid, f'open("{path}") = {format_ret(what)}')
+            return what
+        ours = (memfd_with(what) if isinstance(what, bytes)
+                else os.open(what, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        try:
+            fd = self.listener.addfd(n.id, ours, send=True, cloexec=bool(flags & os.O_CLOEXEC))
+        except NotifError as e:
+            if e.errno == Errno.ENOENT:             # the target is gone
+                task.files.replied = True
+                return 0
+            return -e.errno
+        finally:
+            os.close(ours)
+        task.files.replied = True
+        self._trace(task.pid, f'open("{path}") = {fd}')
+        return fd
+
+    def sys_open(self, task: Task, n):
+        return self._open(task, n, AT_FDCWD, n.data.args[0], _s32(n.data.args[1]))
+
+    def sys_openat(self, task: Task, n):
+        return self._open(task, n, _s32(n.data.args[0]), n.data.args[1], _s32(n.data.args[2]))
+
     def close(self) -> None:
-        self.files.close()
+        with self.lock:
+            self.files.close()
+            self.vfiles.close()
 
 
 def _statfs_bytes(magic: int, flags: int) -> bytes:

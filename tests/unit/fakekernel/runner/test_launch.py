@@ -9,6 +9,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import threading
 
 import pytest
 
@@ -19,13 +20,25 @@ from uapi.seccomp import FilterFlag
 REPO = pathlib.Path(__file__).resolve().parents[4]
 
 
+def _finish(launched) -> None:
+    """Serve the target until it exits (its opens are trapped too), then close the listener."""
+    from fakekernel import Kernel
+    from fakekernel.runner.supervisor import Supervisor
+    sup = Supervisor(Kernel(), launched.listener)
+    t = threading.Thread(target=sup.serve, daemon=True)
+    t.start()
+    launched.proc.wait()
+    t.join(30)
+    sup.close()
+    launched.listener.close()
+
+
 def _seccomp_notify_unavailable() -> str | None:
     try:
         launched = launch_mod.launch(["true"])
     except launch_mod.LaunchError as e:
         return str(e)
-    launched.proc.wait()
-    launched.listener.close()
+    _finish(launched)
     return None
 
 
@@ -54,8 +67,7 @@ def test_launch_installs_killable_listener(trampoline):
         if _kernel_at_least(5, 19):
             assert launched.flags & FilterFlag.WAIT_KILLABLE_RECV
     finally:
-        launched.proc.wait()
-        launched.listener.close()
+        _finish(launched)
 
 
 @pytest.mark.parametrize("script,status", [("exit 0", 0), ("exit 7", 7), ("kill -9 $$", 137)])
