@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from fakekernel import test_run
 from fakekernel.bpf.ops import ProgOps, ProgTypeDef, VerifierOps
-from fakekernel.maps import arraymap, hashtab
+from fakekernel.maps import (arraymap, bloom_filter, hashtab, lpm_trie, map_in_map, prog_array,
+                             queue_stack_maps)
+from fakekernel.maps import ringbuf
 from fakekernel.progs import cgroup_skb, kprobe, sched_cls, socket_filter, tracepoint, xdp
 from uapi.bpf import MapType, ProgType
 
@@ -24,6 +26,14 @@ MAP_TYPES: dict = {
     MapType.PERCPU_HASH: hashtab.PercpuHtabMap,
     MapType.LRU_HASH: hashtab.LruHtabMap,
     MapType.LRU_PERCPU_HASH: hashtab.LruPercpuHtabMap,
+    MapType.RINGBUF: ringbuf.RingbufMap,
+    MapType.QUEUE: queue_stack_maps.QueueMap,
+    MapType.STACK: queue_stack_maps.StackMap,
+    MapType.BLOOM_FILTER: bloom_filter.BloomFilterMap,
+    MapType.LPM_TRIE: lpm_trie.LpmTrieMap,
+    MapType.PROG_ARRAY: prog_array.ProgArrayMap,
+    MapType.ARRAY_OF_MAPS: map_in_map.ArrayOfMaps,
+    MapType.HASH_OF_MAPS: map_in_map.HashOfMaps,
 }
 PROG_TYPES: dict = {
     ProgType.SOCKET_FILTER: ProgTypeDef(socket_filter.VERIFIER_OPS,
@@ -48,13 +58,13 @@ PROG_TYPES: dict = {
 # Types a kernel built without them would lack: MAP_CREATE answers EINVAL.  (The reference
 # kernel has all of them; tests/unit/fakekernel/test_bpf_types.py keeps this list exact.)
 NOT_IMPLEMENTED_MAP_TYPES: frozenset = frozenset({
-    MapType.PROG_ARRAY, MapType.PERF_EVENT_ARRAY, MapType.STACK_TRACE, MapType.CGROUP_ARRAY,
-    MapType.LPM_TRIE, MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS, MapType.DEVMAP,
+    MapType.PERF_EVENT_ARRAY, MapType.STACK_TRACE, MapType.CGROUP_ARRAY,
+    MapType.DEVMAP,
     MapType.SOCKMAP, MapType.CPUMAP, MapType.XSKMAP, MapType.SOCKHASH,
     MapType.CGROUP_STORAGE_DEPRECATED, MapType.REUSEPORT_SOCKARRAY,
-    MapType.PERCPU_CGROUP_STORAGE_DEPRECATED, MapType.QUEUE, MapType.STACK,
-    MapType.SK_STORAGE, MapType.DEVMAP_HASH, MapType.STRUCT_OPS, MapType.RINGBUF,
-    MapType.INODE_STORAGE, MapType.TASK_STORAGE, MapType.BLOOM_FILTER, MapType.USER_RINGBUF,
+    MapType.PERCPU_CGROUP_STORAGE_DEPRECATED,
+    MapType.SK_STORAGE, MapType.DEVMAP_HASH, MapType.STRUCT_OPS,
+    MapType.INODE_STORAGE, MapType.TASK_STORAGE, MapType.USER_RINGBUF,
     MapType.CGRP_STORAGE, MapType.ARENA,
 })
 NOT_IMPLEMENTED_PROG_TYPES: frozenset = frozenset()

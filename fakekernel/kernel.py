@@ -66,6 +66,7 @@ class Kernel:
     syscall_hooks: list = attrs.field(factory=list, init=False)   # (cmd, uattr, size, ret) observers
     cpu: int = attrs.field(default=0, init=False)     # smp_processor_id() of the code running now
     btf_vmlinux: object = attrs.field(default=None, init=False)   # the kernel's own Btf (id 1)
+    bpf_stats_enabled_key: int = attrs.field(default=0, init=False)   # open ENABLE_STATS fds
 
     def __attrs_post_init__(self) -> None:
         self.sysctls = {**DEFAULT_SYSCTLS, **self.sysctls}
@@ -123,6 +124,13 @@ class Kernel:
         except KernelError as e:
             return -e.errno
         return 0
+
+    def mmap(self, fd: int, length: int, prot: int, flags: int | None = None, offset: int = 0, *,
+             task: Task | None = None):
+        """mmap(2) of a map fd (flags default MAP_SHARED): a `VmArea` whose ``.mmap`` is a Python
+        mmap of the map's memfd; ``.munmap()`` releases it.  Raises KernelError with the errno."""
+        from fakekernel.syscall.map_mmap import vm_mmap
+        return vm_mmap(self, task or self.current, fd, length, prot, flags, offset)
 
     def dup(self, fd: int, *, task: Task | None = None) -> int:
         try:

@@ -20,6 +20,7 @@ from fakekernel.net.headers import (AF_INET, AF_INET6, CHECKSUM_COMPLETE, ETH_HL
                                     IPV6_HDR_LEN, MAX_SKB_FRAGS, NAPI_POLL_WEIGHT, NET_IP_ALIGN,
                                     NET_SKB_PAD, PAGE_SIZE, QDISC_CB_PRIV_LEN, SKB_DATA_ALIGN,
                                     SKB_SHARED_INFO_SIZE, XDP_FRAME_SIZE, XDP_PAGE_HEAD_SIZE)
+from fakekernel.net.checksum import csum_fold, csum_partial
 from fakekernel.net.netdev import LOOPBACK, LOOPBACK_IFINDEX, dev_get_by_index
 from fakekernel.net.skbuff import SkBuff, Sock, build_skb_ctx, eth_type_trans, unmap_skb_ctx
 from fakekernel.net.xdp import XdpBuff, build_xdp_ctx, unmap_xdp_ctx
@@ -141,10 +142,9 @@ def bpf_test_run(kern, prog, kctx_addr: int, kern_ctx, repeat: int, *, skb_data=
     """
     from fakekernel.bpf.core import bpf_prog_run
     repeat = max(repeat, 1)
-    retval = 0
     start = kern.ktime_get_ns()
-    for _ in range(repeat):
-        retval = bpf_prog_run(kern, prog, kctx_addr, ctx=kern_ctx, skb_data=skb_data) & _U32_MAX
+    retval = bpf_prog_run(kern, prog, kctx_addr, ctx=kern_ctx, skb_data=skb_data,
+                          repeat=repeat) & _U32_MAX
     spent = kern.ktime_get_ns() - start
     return retval, min(spent // repeat, _U32_MAX)
 
@@ -167,7 +167,8 @@ def skb_checksum(data: bytes) -> int:
 
 
 def _skb_csum_from_network(skb: SkBuff) -> int:
-    return skb_checksum(bytes(skb.head[skb.network_header:skb.tail]))
+    """skb_checksum(skb, skb_network_offset(skb), len, 0): the __wsum of network header .. tail."""
+    return csum_partial(bytes(skb.head[skb.network_header:skb.tail]))
 
 
 def convert___skb_to_skb(skb: SkBuff, buf: bytearray | None) -> None:
@@ -277,7 +278,7 @@ def bpf_prog_test_run_skb(kern, task, prog, attr, ctx) -> int:
         # the Ethernet header comes back zeroed for programs that never saw it
         skb.push(ETH_HLEN)
         skb.head[skb.data_off:skb.data_off + ETH_HLEN] = bytes(ETH_HLEN)
-    if checksum_complete and _skb_csum_from_network(skb) != skb.csum:
+    if checksum_complete and csum_fold(_skb_csum_from_network(skb)) != csum_fold(skb.csum):
         raise KernelError(Errno.EBADMSG, "the program changed the packet without fixing skb->csum")
     convert_skb_to___skb(skb, skb_ctx)
     bpf_test_finish(task, attr, ctx, skb.data(), None, skb.len, retval, duration)

@@ -6,10 +6,18 @@ and its helper table are built once, on first run.
 """
 from __future__ import annotations
 
+import os
+
 from fakekernel.helpers import HELPERS, HelperNotImplemented
 from uapi.bpf import FuncId
 
-__all__ = ["bpf_prog_run", "prog_helpers"]
+__all__ = ["bpf_prog_run", "prog_helpers", "bpf_stats_enabled"]
+
+
+def bpf_stats_enabled(kern) -> bool:
+    """static_branch_unlikely(&bpf_stats_enabled_key): the sysctl kernel.bpf_stats_enabled
+    or an open ENABLE_STATS fd (syscall/prog_aux_cmds.py) turns run-time stats on."""
+    return bool(kern.sysctls.get("kernel.bpf_stats_enabled", 0)) or kern.bpf_stats_enabled_key > 0
 
 
 def prog_helpers(prog) -> dict:
@@ -34,25 +42,52 @@ def _not_implemented(func_id: int):
     return call
 
 
-def _engine(prog):
-    if prog.engine is None:
-        from fakekernel.interp.run import Interpreter
+# Tiering (bpf_prog_select_runtime, made lazy): a program starts on the generated-Python tier
+# (about 2 ms to build) and is promoted to the C tier (about 0.6 s to build, cached on disk
+# by content) once it has executed this many times, or when one test run asks for that many
+# repetitions.  FAKEKERNEL_ENGINE=interp|python|c pins one tier for every program.
+C_TIER_AFTER_RUNS = 20_000
+
+
+def _engine(prog, upcoming: int = 1):
+    from fakekernel.jit import ENGINE_ENV, compile_prog, engine_tier
+    eng = prog.engine
+    if eng is None or (eng.tier == "python" and not os.environ.get(ENGINE_ENV)
+                       and prog.runs + upcoming >= C_TIER_AFTER_RUNS and engine_tier() == "c"):
         from uapi.insn import decode_prog
         xl = prog.xlated if prog.xlated is not None else decode_prog(prog.insns)
-        prog.engine = Interpreter(xl)
-    return prog.engine
+        forced = os.environ.get(ENGINE_ENV)
+        if eng is None and not forced and prog.runs + upcoming < C_TIER_AFTER_RUNS:
+            tier = "python"
+        else:
+            tier = None            # the best available (or the forced) tier
+        prog.engine = eng = compile_prog(xl, prog=prog, tier=tier)
+    return eng
 
 
-def bpf_prog_run(kern, prog, ctx_addr: int, *, ctx=None, skb_data=None, cpu: int = 0) -> int:
-    """Run `prog` once with r1 = ctx_addr; returns r0 (u64)."""
+def bpf_prog_run(kern, prog, ctx_addr: int, *, ctx=None, skb_data=None, cpu: int = 0,
+                 repeat: int = 1) -> int:
+    """Run `prog` with r1 = ctx_addr (`repeat` times on the same ctx, as PROG_TEST_RUN's
+    loop does); returns the last r0 (u64)."""
     from fakekernel.interp.run import RunEnv
     env = RunEnv(mem=kern.mem, prog=prog, kernel=kern, ctx=ctx)
     env.cpu = cpu
     saved_cpu, kern.cpu = kern.cpu, cpu           # per-CPU map ops read smp_processor_id() here
+    stats = bpf_stats_enabled(kern)               # run_cnt/run_time_ns only while enabled
+    start = kern.ktime_get_ns() if stats else 0
     try:
-        r0 = _engine(prog).run(kern.mem, ctx_addr, helpers=prog_helpers(prog), env=env,
-                               skb_data=skb_data)
+        if repeat <= 1:
+            r0 = _engine(prog).run(kern.mem, ctx_addr, helpers=prog_helpers(prog), env=env,
+                                   skb_data=skb_data)
+        else:
+            r0 = _engine(prog, repeat).run_repeat(repeat, kern.mem, ctx_addr,
+                                                  helpers=prog_helpers(prog), env=env,
+                                                  skb_data=skb_data)
     finally:
         kern.cpu = saved_cpu
-    prog.aux.run_cnt += 1
+    n = max(repeat, 1)
+    prog.runs += n
+    if stats:
+        prog.aux.run_cnt += n
+        prog.aux.run_time_ns += kern.ktime_get_ns() - start
     return r0

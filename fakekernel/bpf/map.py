@@ -14,9 +14,16 @@ import attrs
 
 from fakekernel.errors import Errno, KernelError
 
-__all__ = ["BpfMap", "BPF_OBJ_NAME_LEN"]
+__all__ = ["BpfMap", "BPF_OBJ_NAME_LEN", "bpf_map_meta_equal"]
 
 BPF_OBJ_NAME_LEN = 16
+
+
+def bpf_map_meta_equal(meta0, meta1) -> bool:
+    """bpf_map_meta_equal(): same type, key/value sizes, flags and special fields."""
+    return (meta0.map_type == meta1.map_type and meta0.key_size == meta1.key_size
+            and meta0.value_size == meta1.value_size and meta0.map_flags == meta1.map_flags
+            and getattr(meta0, "spin_lock_off", None) == getattr(meta1, "spin_lock_off", None))
 
 
 @attrs.define(eq=False)
@@ -72,6 +79,24 @@ class BpfMap:
 
     def map_lookup_and_delete_elem(self, key: bytes | None, flags: int) -> bytes:
         raise KernelError(Errno.ENOTSUPP, "lookup_and_delete not supported")
+
+    # queue/stack/bloom filter ops (map_push_elem / map_pop_elem / map_peek_elem); `value`
+    # is filled in place by pop and peek (bloom filters read it), KernelError on failure
+    def map_push_elem(self, value: bytes, flags: int) -> None:
+        raise KernelError(Errno.EOPNOTSUPP, "push not supported")
+
+    def map_pop_elem(self, value: bytearray) -> None:
+        raise KernelError(Errno.EOPNOTSUPP, "pop not supported")
+
+    def map_peek_elem(self, value: bytearray) -> None:
+        raise KernelError(Errno.EOPNOTSUPP, "peek not supported")
+
+    # ---- map-in-map (kernel/bpf/map_in_map.c): whether `meta1` may sit where `meta0` (an
+    # outer map's inner-map template) describes; a class setting it to None cannot be an
+    # inner map (ENOTSUPP), as a kernel type without .map_meta_equal ----
+    @staticmethod
+    def map_meta_equal(meta0, meta1) -> bool:
+        return bpf_map_meta_equal(meta0, meta1)
 
     # ---- batch ops (kernel/bpf/syscall.c bpf_map_do_batch): None = ENOTSUPP ----
     # (map, task, attr, ctx) -> int; see fakekernel/maps/batch.py for the generic ones

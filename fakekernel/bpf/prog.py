@@ -59,6 +59,7 @@ class BpfProg:
     engine: object = None                 # the compiled/decoded form the runner executes
     xlated: list | None = None            # the verifier's final instructions (list[Insn])
     helpers: dict | None = None           # helper id -> runtime function (built on first run)
+    runs: int = 0                         # executions so far (engine tiering; not the stats)
     prog_flags: int = 0
 
     def get(self) -> "BpfProg":
@@ -77,6 +78,9 @@ class BpfProg:
         if self.aux.id:
             self.kern.prog_idr.remove(self.aux.id)
         self._free_used_maps()
+        btf, self.aux.btf = self.aux.btf, None       # __bpf_prog_put_noref(): btf_put()
+        if btf is not None:
+            btf.put()
 
     def _free_used_maps(self) -> None:
         maps, self.aux.used_maps = self.aux.used_maps, []

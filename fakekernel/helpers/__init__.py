@@ -9,7 +9,9 @@ the interpreter must raise `HelperNotImplemented` when a program calls one, neve
 from __future__ import annotations
 
 from fakekernel.helpers.base import BASE_PROTOS, BASE_RUNTIME, bpf_base_func_proto, neg_errno
-from fakekernel.helpers.net import NET_PROTOS
+from fakekernel.helpers.map_ops import MAP_OPS_RUNTIME
+from fakekernel.helpers.net import NET_PROTOS, NET_RUNTIME
+from fakekernel.helpers.ringbuf import RINGBUF_RUNTIME
 from fakekernel.helpers.proto import ArgType, FuncProto, RetType, TypeFlag
 from fakekernel.helpers.trace import TRACE_PROTOS, TRACE_RUNTIME, bpf_tracing_func_proto
 from uapi.asm import func_id_name
@@ -20,7 +22,7 @@ __all__ = ["PROTOS", "HELPERS", "UNIMPLEMENTED_AT_RUNTIME", "HelperNotImplemente
 
 PROTOS: dict[int, FuncProto] = {**BASE_PROTOS, **TRACE_PROTOS, **NET_PROTOS}
 
-HELPERS: dict = {**BASE_RUNTIME, **TRACE_RUNTIME}
+HELPERS: dict = {**BASE_RUNTIME, **TRACE_RUNTIME, **MAP_OPS_RUNTIME, **RINGBUF_RUNTIME, **NET_RUNTIME}
 
 #: helpers a program may be verified to call but that have no runtime function yet
 UNIMPLEMENTED_AT_RUNTIME: frozenset = frozenset(PROTOS) - frozenset(HELPERS)

@@ -1,16 +1,21 @@
-"""Networking helper prototypes — net/core/filter.c (and net/core/sock_map.c, bpf_sk_storage.c).
+"""Networking helpers — net/core/filter.c (and net/core/sock_map.c, bpf_sk_storage.c).
 
-Only the prototypes live here for now: the verifier needs them to accept programs exactly as
-Linux does.  Their runtime functions arrive with the execution engine; until then each is
-listed in `fakekernel.helpers.UNIMPLEMENTED_AT_RUNTIME` and calling it raises
-`HelperNotImplemented`.
+``NET_PROTOS`` holds the prototypes the verifier uses.  ``NET_RUNTIME`` holds the runtime
+functions written so far: packet bytes (skb_load_bytes(_relative), skb_store_bytes,
+xdp_load/store_bytes), checksums (csum_diff, l3/l4_csum_replace), the skb hash, skb_pull_data,
+the XDP head/meta/tail adjustments (`fakekernel.helpers.net_xdp`), the skb geometry helpers
+(`fakekernel.helpers.net_skb`) and bpf_redirect.  Every other networking helper is listed in
+`fakekernel.helpers.UNIMPLEMENTED_AT_RUNTIME` and calling it raises `HelperNotImplemented`.
+
+Helpers reach the kernel-side packet as ``env.ctx`` (an `SkBuff` or an `XdpBuff`) and call its
+``update_ctx()`` after changing what the program's ctx shows.
 """
 from __future__ import annotations
 
 from fakekernel.helpers.proto import ArgType, FuncProto, RetType, TypeFlag
 from uapi.bpf import FuncId
 
-__all__ = ["NET_PROTOS", "bpf_sk_base_func_proto", "net_func_proto"]
+__all__ = ["NET_PROTOS", "NET_RUNTIME", "bpf_sk_base_func_proto", "net_func_proto"]
 
 
 def _proto(func, gpl_only, ret_type, arg_types, **kw) -> FuncProto:
@@ -121,3 +126,9 @@ def net_func_proto(funcs: frozenset, func_id: int, prog) -> FuncProto | None:
     if func_id in funcs:
         return _base(func_id)
     return bpf_sk_base_func_proto(func_id, prog)
+
+
+
+# The runtime functions need fakekernel.net, whose prog types import net_func_proto from here:
+# import them once everything above exists.
+from fakekernel.helpers.net_pkt import NET_RUNTIME  # noqa: E402

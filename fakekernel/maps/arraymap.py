@@ -17,7 +17,8 @@ import hashlib
 
 import attrs
 
-from fakekernel.bpf.map import BpfMap
+from fakekernel.bpf.map import BpfMap, bpf_map_meta_equal
+from fakekernel.bpf.map_btf import array_map_check_btf
 from fakekernel.errors import Errno, KernelError
 from fakekernel.maps.batch import generic_map_lookup_batch, generic_map_update_batch
 from fakekernel.maps.common import (BPF_F_ACCESS_MASK, NUMA_NO_NODE, PCPU_MIN_UNIT_SIZE, MapArea,
@@ -70,6 +71,9 @@ class ArrayMap(BpfMap):
             raise KernelError(Errno.E2BIG, "value_size > INT_MAX")
         if percpu and round_up(attr.value_size, VALUE_ALIGN) > PCPU_MIN_UNIT_SIZE:
             raise KernelError(Errno.E2BIG, "per-CPU value larger than a percpu unit")
+
+    def map_check_btf(self, btf, key_type, value_type) -> None:
+        array_map_check_btf(self, btf, key_type, value_type)
 
     @classmethod
     def map_alloc(cls, kern, attr, task) -> "ArrayMap":
@@ -143,6 +147,13 @@ class ArrayMap(BpfMap):
 
     def map_delete_elem(self, key: bytes) -> None:
         raise KernelError(Errno.EINVAL, "array elements cannot be deleted")
+
+    @staticmethod
+    def map_meta_equal(meta0, meta1) -> bool:
+        """array_map_meta_equal(): max_entries must match too, unless BPF_F_INNER_MAP."""
+        if not bpf_map_meta_equal(meta0, meta1):
+            return False
+        return bool(meta0.map_flags & MapFlags.INNER_MAP) or meta0.max_entries == meta1.max_entries
 
     map_lookup_batch = generic_map_lookup_batch
     map_update_batch = generic_map_update_batch

@@ -20,6 +20,7 @@ from __future__ import annotations
 import attrs
 
 from fakekernel.bpf.map import BpfMap
+from fakekernel.bpf.map_btf import htab_map_check_btf
 from fakekernel.errors import Errno, KernelError
 from fakekernel.maps.batch import generic_map_delete_batch, generic_map_update_batch
 from fakekernel.maps.bpf_lru_list import BpfLru, LruNode
@@ -79,6 +80,9 @@ class HtabMap(BpfMap):
     _order: list | None = None                   # keys in walk order (cache)
     _pos: dict | None = None                     # key -> index in _order
     _buckets: list | None = None                 # bucket of each key in _order
+
+    def map_check_btf(self, btf, key_type, value_type) -> None:
+        htab_map_check_btf(self, btf, key_type, value_type)
 
     # ---- creation: htab_map_alloc_check / htab_map_alloc ----
     @classmethod

@@ -16,7 +16,8 @@ __all__ = [
     "IPV6_HDR_LEN", "SMP_CACHE_BYTES", "NET_SKB_PAD", "NET_IP_ALIGN", "SKB_SHARED_INFO_SIZE",
     "SKB_DATA_ALIGN", "QDISC_CB_PRIV_LEN", "NO_QUEUE_MAPPING", "GSO_MAX_SEGS",
     "GSO_LEGACY_MAX_SIZE", "MAX_SKB_FRAGS", "XDP_FRAME_SIZE", "XDP_PAGE_HEAD_SIZE",
-    "NAPI_POLL_WEIGHT", "PAGE_SIZE", "CHECKSUM_NONE", "CHECKSUM_COMPLETE",
+    "NAPI_POLL_WEIGHT", "PAGE_SIZE", "CHECKSUM_NONE", "CHECKSUM_COMPLETE", "TC_ACT_SHOT",
+    "TC_ACT_REDIRECT",
 ]
 
 # include/uapi/linux/if_ether.h
@@ -68,3 +69,7 @@ NAPI_POLL_WEIGHT = 64         # include/linux/netdevice.h
 def SKB_DATA_ALIGN(size: int) -> int:
     """Round up to the cache line, as SKB_DATA_ALIGN() does."""
     return (size + SMP_CACHE_BYTES - 1) // SMP_CACHE_BYTES * SMP_CACHE_BYTES
+
+# include/uapi/linux/pkt_cls.h: the tc verdicts helpers return
+TC_ACT_SHOT = 2
+TC_ACT_REDIRECT = 7

@@ -85,6 +85,8 @@ class SkBuff:
     dev: NetDevice = LOOPBACK
     mac_header: int = -1               # offsets from head; -1 = unset
     network_header: int = -1
+    transport_header: int = -1
+    encapsulation: bool = False        # skb->encapsulation: inner headers are set
     meta_len: int = 0                  # skb_metadata_len(): bytes right before mac/data
     protocol: int = 0                  # host order ETH_P_*
     pkt_type: int = PACKET_HOST
@@ -94,6 +96,8 @@ class SkBuff:
     queue_mapping: int = 0
     tc_index: int = 0
     hash: int = 0
+    l4_hash: bool = False              # the hash covers the 4-tuple (or was set by a program)
+    sw_hash: bool = False              # the hash was computed in software
     vlan_present: int = 0
     vlan_tci: int = 0
     vlan_proto: int = 0                # host order
@@ -110,6 +114,9 @@ class SkBuff:
     tc_classid: int = 0
     cb: bytearray = attrs.field(factory=lambda: bytearray(QDISC_CB_PRIV_LEN))
     sk: Sock | None = None
+    # struct bpf_redirect_info as bpf_redirect() leaves it for the caller (tgt_index, flags)
+    redirect_ifindex: int = 0
+    redirect_flags: int = 0
     # the regions of the run in progress (build_skb_ctx / unmap_skb_ctx)
     kctx: Region | None = None
     pkt: Region | None = None

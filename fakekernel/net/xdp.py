@@ -46,6 +46,9 @@ class XdpBuff:
     egress_ifindex: int = 0         # txq->dev->ifindex (devmap programs only)
     frame_sz: int = PAGE_SIZE
     frags: list = attrs.field(factory=list)      # bytearrays: skb_shared_info frags
+    # struct bpf_redirect_info as bpf_redirect() leaves it (net/rx.py reads the target)
+    redirect_ifindex: int = 0
+    redirect_flags: int = 0
     kctx: Region | None = None
     pkt: Region | None = None
 

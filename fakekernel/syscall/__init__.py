@@ -10,6 +10,7 @@ import attrs
 
 from fakekernel.errors import Errno, KernelError
 from fakekernel.syscall import attach_cmds, btf_cmds, link_cmds, map_batch, map_cmds, obj_cmds, prog_cmds
+from fakekernel.syscall import prog_aux_cmds
 from fakekernel.syscall.command import ATTR_SIZE
 from uapi.bpf import BpfCmd
 from uapi.ffi import ffi
@@ -43,6 +44,13 @@ COMMANDS = {
     BpfCmd.PROG_DETACH: attach_cmds.bpf_prog_detach,
     BpfCmd.PROG_QUERY: attach_cmds.bpf_prog_query,
     BpfCmd.LINK_CREATE: link_cmds.link_create,
+    BpfCmd.LINK_UPDATE: link_cmds.link_update,
+    BpfCmd.LINK_DETACH: link_cmds.link_detach,
+    BpfCmd.LINK_GET_FD_BY_ID: link_cmds.bpf_link_get_fd_by_id,
+    BpfCmd.LINK_GET_NEXT_ID: link_cmds.bpf_link_get_next_id,
+    BpfCmd.RAW_TRACEPOINT_OPEN: link_cmds.bpf_raw_tracepoint_open,
+    BpfCmd.PROG_BIND_MAP: prog_aux_cmds.bpf_prog_bind_map,
+    BpfCmd.ENABLE_STATS: prog_aux_cmds.bpf_enable_stats,
     BpfCmd.BTF_LOAD: btf_cmds.bpf_btf_load,
     BpfCmd.BTF_GET_FD_BY_ID: btf_cmds.bpf_btf_get_fd_by_id,
     BpfCmd.BTF_GET_NEXT_ID: btf_cmds.bpf_btf_get_next_id,

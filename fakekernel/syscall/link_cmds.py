@@ -14,10 +14,13 @@ from fakekernel.net.dev_xdp import bpf_xdp_link_attach
 from fakekernel.syscall import fdget
 from fakekernel.syscall.attach_cmds import bpf_prog_attach_check_attach_type
 from fakekernel.syscall.command import bpf_command
+from fakekernel.syscall.obj_cmds import _get_next_id
 from fakekernel.trace.kprobe import bpf_kprobe_multi_link_attach
-from uapi.bpf import AttachType, BpfCmd, ProgType
+from uapi.bpf import AttachFlags, AttachType, BpfCmd, ProgType
+from uapi.capability import Cap
 
-__all__ = ["link_create"]
+__all__ = ["link_create", "link_update", "link_detach", "bpf_link_get_fd_by_id",
+           "bpf_link_get_next_id", "bpf_raw_tracepoint_open"]
 
 _CGROUP_LINK_PROG_TYPES = frozenset({
     ProgType.CGROUP_SKB, ProgType.CGROUP_SOCK, ProgType.CGROUP_SOCK_ADDR, ProgType.SOCK_OPS,
@@ -70,3 +73,80 @@ def link_create(kern, task, attr, ctx) -> int:
     if attach is None:
         raise KernelError(Errno.EINVAL, f"no link kind for prog type {prog.type} here")
     return attach(kern, task, attr, prog)
+
+
+# ---------------------------------------------------------------- existing links
+
+@bpf_command(BpfCmd.LINK_UPDATE, last_field="link_update.old_prog_fd")
+def link_update(kern, task, attr, ctx) -> int:
+    """link_update(): swap the link's program (BPF_F_REPLACE: only if it is old_prog_fd's).
+
+    Order: unknown flags (EINVAL), the link fd (EBADF / EINVAL), new_prog_fd, then with
+    BPF_F_REPLACE old_prog_fd, else a non-zero old_prog_fd is EINVAL; the link kind's
+    update_prog then decides (EPERM for a different old prog, EINVAL for another type,
+    ENOLINK once detached).  Link kinds without update_prog answer EINVAL.
+    (No link kind here has update_map: struct_ops links cannot be created.)
+    """
+    lu = attr.link_update
+    if lu.flags & ~int(AttachFlags.REPLACE):
+        raise KernelError(Errno.EINVAL, "unknown link_update.flags")
+    link = fdget.bpf_link_get(task, lu.link_fd)
+    new_prog = fdget.bpf_prog_get(task, lu.new_prog_fd)
+    old_prog = None
+    if lu.flags & AttachFlags.REPLACE:
+        old_prog = fdget.bpf_prog_get(task, lu.old_prog_fd)
+    elif lu.old_prog_fd:
+        raise KernelError(Errno.EINVAL, "old_prog_fd without BPF_F_REPLACE")
+    update = getattr(link, "update_prog", None)
+    if update is None:
+        raise KernelError(Errno.EINVAL, "this link kind cannot change its program")
+    update(new_prog, old_prog)
+    return 0
+
+
+@bpf_command(BpfCmd.LINK_DETACH, last_field="link_detach.link_fd")
+def link_detach(kern, task, attr, ctx) -> int:
+    """link_detach(): detach from the hook now; the link (and its fd, id, prog) stay."""
+    link = fdget.bpf_link_get(task, attr.link_detach.link_fd)
+    detach = getattr(link, "detach", None)
+    if detach is None:
+        raise KernelError(Errno.EOPNOTSUPP, "this link kind cannot be detached")
+    detach()
+    return 0
+
+
+@bpf_command(BpfCmd.LINK_GET_FD_BY_ID, last_field="link_id")
+def bpf_link_get_fd_by_id(kern, task, attr, ctx) -> int:
+    """bpf_link_get_fd_by_id() -> bpf_link_by_id(): a new fd holding a link reference."""
+    if not task.capable(Cap.SYS_ADMIN):
+        raise KernelError(Errno.EPERM, "LINK_GET_FD_BY_ID needs CAP_SYS_ADMIN")
+    link = kern.link_idr.find(attr.link_id) if attr.link_id else None
+    if link is None or link.refcnt == 0:
+        raise KernelError(Errno.ENOENT, f"no link with id {attr.link_id}")
+    return fdget.bpf_link_new_fd(kern, task, link.get())
+
+
+@bpf_command(BpfCmd.LINK_GET_NEXT_ID, last_field="next_id")
+def bpf_link_get_next_id(kern, task, attr, ctx) -> int:
+    """bpf_obj_get_next_id() over link_idr."""
+    return _get_next_id(task, attr, ctx, kern.link_idr)
+
+
+# ---------------------------------------------------------------- raw tracepoints
+
+# prog type -> attach function of bpf_raw_tp_link_attach().  The kernel accepts TRACING,
+# EXT, LSM (attach point from the load-time btf id) and RAW_TRACEPOINT(_WRITABLE) (attach
+# point by name).  None of those prog types is registered in fakekernel.bpf_types yet, so
+# no program that could be opened here can be loaded: every loadable type gets the
+# kernel's answer for "any other type", EINVAL.
+_RAW_TP_ATTACH: dict = {}
+
+
+@bpf_command(BpfCmd.RAW_TRACEPOINT_OPEN, last_field="raw_tracepoint.cookie")
+def bpf_raw_tracepoint_open(kern, task, attr, ctx) -> int:
+    """bpf_raw_tracepoint_open() -> bpf_raw_tp_link_attach(): returns a link fd."""
+    prog = fdget.bpf_prog_get(task, attr.raw_tracepoint.prog_fd)
+    attach = _RAW_TP_ATTACH.get(prog.type)
+    if attach is None:
+        raise KernelError(Errno.EINVAL, f"prog type {prog.type} has no raw tracepoint attach")
+    return attach(kern, task, prog, attr.raw_tracepoint.name, attr.raw_tracepoint.cookie)

@@ -8,6 +8,7 @@ module never branches on the map type except where the kernel's syscall code its
 from __future__ import annotations
 
 from fakekernel.errors import Errno, KernelError
+from fakekernel.bpf.map_btf import map_check_btf
 from fakekernel.fdtable import FMode
 from fakekernel.syscall.command import bpf_command
 from fakekernel.syscall.fdget import bpf_get_file_flag, bpf_map_get, bpf_map_new_fd
@@ -113,6 +114,8 @@ def _attach_btf(task, m, attr) -> None:
     if getter is not None:
         getter()
     m.btf = btf
+    if attr.btf_value_type_id:
+        map_check_btf(m, btf, attr.btf_key_type_id, attr.btf_value_type_id)
     m.btf_key_type_id = attr.btf_key_type_id
     m.btf_value_type_id = attr.btf_value_type_id
     m.btf_vmlinux_value_type_id = attr.btf_vmlinux_value_type_id
@@ -207,6 +210,10 @@ def map_lookup_elem(kern, task, attr, ctx) -> int:
         raise KernelError(Errno.EPERM, "map fd not readable")
     _check_lock_flag(m, attr.flags)
     key = _copy_key(task, attr.key, m.key_size)
+    if m.map_type == MapType.BLOOM_FILTER:       # the value is the input: 0 = maybe present
+        value = bytearray(task.mm.copy_from_user(attr.value, m.sys_value_size))
+        m.map_peek_elem(value)
+        return 0
     value = m.sys_lookup(key, attr.flags)
     task.mm.copy_to_user(attr.value, value)
     return 0

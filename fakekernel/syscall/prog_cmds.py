@@ -4,6 +4,7 @@ from __future__ import annotations
 from fakekernel.bpf.prog import BpfProg, BpfProgAux
 from fakekernel.bpf_types import PROG_TYPES
 from fakekernel.errors import Errno, KernelError
+from fakekernel.maps.prog_array import bpf_check_tail_call
 from fakekernel.syscall import fdget
 from fakekernel.syscall.command import bpf_command
 from uapi.bpf import BPF_F_TOKEN_FD, AttachType, BpfCmd, ProgLoadFlags, ProgType
@@ -168,6 +169,7 @@ def bpf_prog_load(kern, task, attr, ctx) -> int:
                    prog_flags=attr.prog_flags)
     try:
         bpf_check(kern, task, prog, attr, ctx)
+        bpf_check_tail_call(prog)      # bpf_prog_select_runtime(): prog arrays' owner rule
     except BaseException:
         prog._free_used_maps()
         raise

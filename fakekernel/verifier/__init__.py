@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 from fakekernel.errors import KernelError
+from fakekernel.verifier.btf_info import check_btf_info, check_btf_info_early
 from fakekernel.verifier.calls import resolve_pseudo_ldimm64
 from fakekernel.verifier.cfg import add_subprogs, check_cfg, check_subprogs, compute_live_regs
 from fakekernel.verifier.check import do_check
@@ -59,8 +60,10 @@ def bpf_check(kern, task, prog, attr, ctx) -> None:
     err = 0
     walked = False
     try:
+        check_btf_info_early(env, attr, ctx)
         starts = add_subprogs(env)
         check_subprogs(env, starts)
+        check_btf_info(env, attr, ctx, starts)
         resolve_pseudo_ldimm64(env)
         check_cfg(env)
         if not env.has_subprogs:
@@ -88,6 +91,9 @@ def bpf_check(kern, task, prog, attr, ctx) -> None:
     if err:
         for m in env.used_maps:
             m.put()
+        btf, prog.aux.btf = prog.aux.btf, None      # the prog's BTF goes with the failed prog
+        if btf is not None:
+            btf.put()
         raise KernelError(err, "verifier rejected the program")
     convert_pseudo_ld_imm64(env)
     prog.aux.used_maps = env.used_maps

@@ -229,6 +229,7 @@ def test_rmdir_releases_programs(kernel):
 
 
 def test_cgroup_skb_verdicts_run_every_program(kernel):
+    kernel.sysctls["kernel.bpf_stats_enabled"] = 1      # run_cnt counts only with stats on
     cg = kernel.world.cgroup
     cg.mkdir(BASE)
     fd = kernel.open(BASE, os.O_RDONLY | os.O_DIRECTORY)

@@ -206,6 +206,7 @@ def test_link_create_kprobe_multi_errnos(kernel):
 
 
 def test_kprobe_multi_fires_with_regs_cookie_and_return(kernel):
+    kernel.sysctls["kernel.bpf_stats_enabled"] = 1      # run_cnt counts only with stats on
     # r0 = ctx->di (first argument); kretprobe: r0 = ctx->ax
     di = ffi.offsetof("struct pt_regs", "di")
     ax = ffi.offsetof("struct pt_regs", "ax")
