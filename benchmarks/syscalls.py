@@ -9,6 +9,7 @@ The real-kernel column is skipped when bpf() is not available to this user.
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 import time
@@ -93,12 +94,32 @@ def _test_run(b):
     return one, lambda: b.close(fd)
 
 
+def _test_run_tier(tier: str):
+    """The same test run with the fakekernel engine pinned to one tier (no effect on the kernel)."""
+    def setup(b):
+        saved = os.environ.get("FAKEKERNEL_ENGINE")
+        os.environ["FAKEKERNEL_ENGINE"] = tier
+        one, cleanup = _test_run(b)
+
+        def restore():
+            cleanup()
+            if saved is None:
+                os.environ.pop("FAKEKERNEL_ENGINE", None)
+            else:
+                os.environ["FAKEKERNEL_ENGINE"] = saved
+        return one, restore
+    return setup
+
+
 CASES = [
     ("MAP_LOOKUP_ELEM array", _elem_op(MapType.ARRAY, BpfCmd.MAP_LOOKUP_ELEM)),
     ("MAP_UPDATE_ELEM array", _elem_op(MapType.ARRAY, BpfCmd.MAP_UPDATE_ELEM)),
     ("MAP_LOOKUP_ELEM hash", _elem_op(MapType.HASH, BpfCmd.MAP_LOOKUP_ELEM)),
     ("MAP_UPDATE_ELEM hash", _elem_op(MapType.HASH, BpfCmd.MAP_UPDATE_ELEM)),
     (f"PROG_TEST_RUN x{TEST_RUN_REPEAT} (56 insns)", _test_run, TEST_RUN_CALLS),
+    ("  same, interpreter tier", _test_run_tier("interp"), TEST_RUN_CALLS),
+    ("  same, generated-Python tier", _test_run_tier("python"), TEST_RUN_CALLS),
+    ("  same, C tier", _test_run_tier("c"), TEST_RUN_CALLS),
 ]
 
 
