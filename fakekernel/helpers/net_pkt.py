@@ -20,7 +20,7 @@ from fakekernel.net.headers import (CHECKSUM_COMPLETE, ETH_P_IP, ETH_P_IPV6, IPV
 from uapi.bpf import (BPF_HDR_START_MAC, BPF_HDR_START_NET, CsumFlags, FuncId, HdrFieldMask,
                       RedirectFlags, RedirectPeerFlags, StoreBytesFlags, XdpAction)
 from uapi.errno import Errno
-from uapi.insn import u32, u64
+from uapi.insn import s32, u32, u64
 
 __all__ = ["NET_RUNTIME", "bpf_try_make_writable", "skb_clear_hash", "skb_get_hash"]
 
@@ -133,7 +133,7 @@ def bpf_csum_diff(env, r1, r2, r3, r4, r5) -> int:
     return csum_from32to16(csum_sub(csum_partial(to, seed), csum_partial(frm)))
 
 
-def _sum16_at(env, skb, offset: int) -> tuple[int, int]:
+def _sum16_at(skb, offset: int) -> tuple[int, int]:
     pos = skb.data_off + offset
     return pos, int.from_bytes(skb.head[pos:pos + _SUM16], "little")
 
@@ -148,7 +148,7 @@ def bpf_l3_csum_replace(env, r1, r2, r3, r4, r5) -> int:
         return neg_errno(Errno.EINVAL)
     if offset > _U16_MAX or offset & 1 or bpf_try_make_writable(skb, offset + _SUM16):
         return neg_errno(Errno.EFAULT)
-    pos, old = _sum16_at(env, skb, offset)
+    pos, old = _sum16_at(skb, offset)
     size = flags & _HDR_FIELD_MASK
     if size == 0:
         if frm != 0:
@@ -183,7 +183,7 @@ def bpf_l4_csum_replace(env, r1, r2, r3, r4, r5) -> int:
         return neg_errno(Errno.EINVAL)
     if offset > _U16_MAX or offset & 1 or bpf_try_make_writable(skb, offset + _SUM16):
         return neg_errno(Errno.EFAULT)
-    pos, old = _sum16_at(env, skb, offset)
+    pos, old = _sum16_at(skb, offset)
     if is_mmzero and not do_mforce and not old:
         return 0
     size = flags & _HDR_FIELD_MASK
@@ -214,24 +214,24 @@ _IPPROTO_TCP, _IPPROTO_UDP = 6, 17
 _PORTS = 4
 
 
-def _flow_keys(skb) -> bytes:
+def _flow_keys(skb) -> tuple[bytes, bool]:
     """The flow dissector's keys, addresses and ports in a direction-independent order
-    (__flow_hash_consistentify): protocol, addresses and, for TCP/UDP, ports."""
+    (__flow_hash_consistentify): protocol, addresses and, for TCP/UDP, ports; and whether
+    the keys reach layer 4 (flow_keys_have_l4)."""
     net = bytes(skb.head[skb.network_header:skb.tail]) if skb.network_header >= 0 else b""
     proto = skb.protocol.to_bytes(2, "big")
     if skb.protocol == ETH_P_IP and len(net) >= IPV4_HDR_LEN:
-        ihl = (net[0] & 0xF) * 4
-        ip_proto, addrs = net[9], (net[12:16], net[16:20])
-        l4 = net[ihl:ihl + _PORTS] if ip_proto in (_IPPROTO_TCP, _IPPROTO_UDP) else b""
+        l4_off, ip_proto, addrs = (net[0] & 0xF) * 4, net[9], (net[12:16], net[16:20])
     elif skb.protocol == ETH_P_IPV6 and len(net) >= IPV6_HDR_LEN:
-        ip_proto, addrs = net[6], (net[8:24], net[24:40])
-        l4 = net[IPV6_HDR_LEN:IPV6_HDR_LEN + _PORTS] if ip_proto in (_IPPROTO_TCP, _IPPROTO_UDP) else b""
+        l4_off, ip_proto, addrs = IPV6_HDR_LEN, net[6], (net[8:24], net[24:40])
     else:
-        return proto
+        return proto, False
+    l4 = net[l4_off:l4_off + _PORTS] if ip_proto in (_IPPROTO_TCP, _IPPROTO_UDP) else b""
     ports = (l4[:2], l4[2:]) if len(l4) == _PORTS else (b"", b"")
     if addrs[1] < addrs[0] or (addrs[1] == addrs[0] and ports[1] < ports[0]):
         addrs, ports = addrs[::-1], ports[::-1]
-    return proto + bytes([ip_proto]) + b"".join(addrs) + b"".join(ports)
+    keys = proto + bytes([ip_proto]) + b"".join(addrs) + b"".join(ports)
+    return keys, len(l4) == _PORTS and l4 != bytes(_PORTS)
 
 
 def skb_get_hash(skb) -> int:
@@ -242,10 +242,9 @@ def skb_get_hash(skb) -> int:
     non-zero, cached until cleared or set) holds.
     """
     if not skb.l4_hash and not skb.sw_hash:
-        keys = _flow_keys(skb)
+        keys, has_l4 = _flow_keys(skb)
         h = int.from_bytes(hashlib.blake2b(keys, digest_size=4, key=_HASHRND).digest(), "little")
-        skb.hash = h or 1
-        skb.sw_hash, skb.l4_hash = True, len(keys) > 2 + 1 + 8 and keys[-_PORTS:] != bytes(_PORTS)
+        skb.hash, skb.sw_hash, skb.l4_hash = h or 1, True, has_l4
     return skb.hash
 
 
@@ -288,8 +287,59 @@ def bpf_redirect(env, r1, r2, r3, r4, r5) -> int:
     return TC_ACT_REDIRECT
 
 
+#: sizeof(struct bpf_redir_neigh): nh_family and a 16-byte address
+_REDIR_NEIGH_SIZE = 4 + 16
+
+
+def bpf_redirect_peer(env, r1, r2, r3, r4, r5) -> int:
+    """Redirect into the peer of a veth/netkit device at ingress: any flag is refused."""
+    ctx = env.ctx
+    if r2:
+        return TC_ACT_SHOT
+    if ctx is not None:
+        ctx.redirect_ifindex, ctx.redirect_flags = u32(r1), int(RedirectPeerFlags.PEER)
+    return TC_ACT_REDIRECT
+
+
+def bpf_redirect_neigh(env, r1, r2, r3, r4, r5) -> int:
+    """Redirect with a neighbour lookup (optionally via the given next hop): a params length
+    shorter than struct bpf_redir_neigh, or any flag, is refused."""
+    ctx, plen = env.ctx, s32(r3)
+    if (plen and plen < _REDIR_NEIGH_SIZE) or r4:
+        return TC_ACT_SHOT
+    if ctx is not None:
+        ctx.redirect_ifindex = u32(r1)
+        ctx.redirect_flags = int(RedirectPeerFlags.NEIGH) | (int(RedirectPeerFlags.NEXTHOP) if plen else 0)
+    return TC_ACT_REDIRECT
+
+
+def bpf_clone_redirect(env, r1, r2, r3, r4, r5) -> int:
+    """Send a copy of the packet out of (or, with BPF_F_INGRESS, into) device `ifindex` now.
+
+    An egress copy is queued on the device's transmit list (``world.net.tx``); an ingress copy
+    is not delivered to the receive path yet.  The return value is the kernel's: 0 once the
+    copy went, -EINVAL for bad flags or an unknown device, -EBADMSG for a GSO skb without a
+    GSO type (what a test run's gso_size makes)."""
+    from fakekernel.net.netdev import dev_get_by_index
+    skb, ifindex, flags = env.ctx, u32(r2), r3
+    if flags & (~int(RedirectFlags.INGRESS) | _REDIRECT_INTERNAL):
+        return neg_errno(Errno.EINVAL)
+    if skb.gso_size:
+        return neg_errno(Errno.EBADMSG)
+    dev = dev_get_by_index(env.kernel, ifindex)
+    if dev is None:
+        return neg_errno(Errno.EINVAL)
+    if not flags & RedirectFlags.INGRESS:
+        start = skb.mac_header if 0 <= skb.mac_header <= skb.data_off else skb.data_off
+        net = getattr(getattr(env.kernel, "world", None), "net", None)
+        if net is not None and ifindex in net.tx:
+            net.tx[ifindex].append(bytes(skb.head[start:skb.tail]))
+    return 0
+
+
 def _build_runtime() -> dict:
     from fakekernel.helpers.net_skb import NET_SKB_RUNTIME
+    from fakekernel.helpers.net_skb_meta import NET_SKB_META_RUNTIME
     from fakekernel.helpers.net_xdp import NET_XDP_RUNTIME
     return {
         FuncId.skb_load_bytes: bpf_skb_load_bytes,
@@ -303,7 +353,11 @@ def _build_runtime() -> dict:
         FuncId.set_hash_invalid: bpf_set_hash_invalid,
         FuncId.set_hash: bpf_set_hash,
         FuncId.redirect: bpf_redirect,
+        FuncId.clone_redirect: bpf_clone_redirect,
+        FuncId.redirect_peer: bpf_redirect_peer,
+        FuncId.redirect_neigh: bpf_redirect_neigh,
         **NET_SKB_RUNTIME,
+        **NET_SKB_META_RUNTIME,
         **NET_XDP_RUNTIME,
     }
 

@@ -10,7 +10,7 @@ skb->head; mac / network / transport headers of -1 are unset.
 from __future__ import annotations
 
 from fakekernel.helpers.base import neg_errno
-from fakekernel.net.checksum import csum_partial
+from fakekernel.net.checksum import csum_partial, wsum_negate
 from fakekernel.net.headers import (CHECKSUM_COMPLETE, CHECKSUM_NONE, ETH_ALEN, ETH_HLEN,
                                     ETH_P_802_2, ETH_P_802_3, ETH_P_802_3_MIN, ETH_P_IP,
                                     ETH_P_IPV6, IPV4_HDR_LEN, IPV6_HDR_LEN, NET_SKB_PAD,
@@ -50,9 +50,13 @@ def pskb_expand_head(env, skb, nhead: int, ntail: int) -> None:
     old_region = skb.pkt
     skb.head = new
     skb.data_off += nhead
-    for name in ("mac_header", "network_header", "transport_header"):
-        if getattr(skb, name) >= 0:
-            setattr(skb, name, getattr(skb, name) + nhead)
+    skb.network_header += nhead
+    if skb.mac_header >= 0:
+        skb.mac_header += nhead
+    # skb_headers_offset_update() moves the u16 transport_header even when unset (~0):
+    # an unset one wraps around and becomes "set" (measured: it then bounds change_tail)
+    raw = (_U16 if skb.transport_header < 0 else skb.transport_header) + nhead
+    skb.transport_header = -1 if raw & _U16 == _U16 else raw & _U16
     if old_region is not None:
         env.mem.unmap(old_region)
         region = env.mem.map_region(skb.head, "packet", "skb->head")
@@ -88,9 +92,11 @@ def skb_is_gso(skb) -> bool:
 
 
 def _postpull_rcsum(skb, start: int, n: int) -> None:
-    """skb_postpull_rcsum(): bytes at head offset `start` leave a CHECKSUM_COMPLETE sum."""
+    """skb_postpull_rcsum(): bytes at head offset `start` leave a CHECKSUM_COMPLETE sum
+    (negate, add the bytes, negate: the representation of zero it ends in is observable)."""
     if skb.ip_summed == CHECKSUM_COMPLETE:
-        skb.csum = ~csum_partial(bytes(skb.head[start:start + n]), ~skb.csum & 0xFFFFFFFF) & 0xFFFFFFFF
+        seed = wsum_negate(skb.csum)
+        skb.csum = wsum_negate(csum_partial(bytes(skb.head[start:start + n]), seed))
 
 
 def _postpush_rcsum(skb, start: int, n: int) -> None:
@@ -306,6 +312,9 @@ def bpf_skb_adjust_room(env, r1, r2, r3, r4, r5) -> int:
             (not shrink and skb.len + n > BPF_SKB_MAX_LEN and not skb_is_gso(skb)):
         return neg_errno(Errno.ENOTSUPP)
     ret = _net_shrink(skb, off, n, flags) if shrink else _net_grow(env, skb, off, n, flags)
+    if not ret and not flags & AdjRoomFlags.NO_CSUM_RESET:
+        from fakekernel.helpers.net_skb_meta import skb_reset_checksum_unnecessary
+        skb_reset_checksum_unnecessary(skb)
     return _done(skb, ret)
 
 
@@ -331,6 +340,8 @@ def skb_vlan_push(env, skb, proto: int, tci: int) -> int:
     if _vlan_tag_present(skb):
         if skb.data_off != skb.mac_header:
             return -Errno.EINVAL
+        if skb.len < ETH_HLEN:                      # pskb_may_pull(skb, mac_len)
+            return -Errno.EINVAL
         # __vlan_insert_tag(): the MAC addresses move up, the tag goes in before the type
         skb_cow(env, skb, VLAN_HLEN)
         skb.push(VLAN_HLEN)
@@ -338,8 +349,9 @@ def skb_vlan_push(env, skb, proto: int, tci: int) -> int:
         skb.head[d:d + 2 * ETH_ALEN] = skb.head[d + VLAN_HLEN:d + VLAN_HLEN + 2 * ETH_ALEN]
         skb.mac_header -= VLAN_HLEN
         skb.head[d + 2 * ETH_ALEN:d + ETH_HLEN] = skb.vlan_proto.to_bytes(2, "big")
-        skb.head[d + ETH_HLEN:d + VLAN_ETH_HLEN] = skb.vlan_tci.to_bytes(2, "big")
+        skb.head[d + ETH_HLEN:d + ETH_HLEN + 2] = skb.vlan_tci.to_bytes(2, "big")
         skb.protocol = skb.vlan_proto
+        skb.network_header -= VLAN_HLEN             # measured: the tag joins the network part
         _postpush_rcsum(skb, d + 2 * ETH_ALEN, VLAN_HLEN)
     _vlan_put_tag(skb, proto, tci)
     return 0

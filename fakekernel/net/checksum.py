@@ -8,7 +8,8 @@ Multi-byte values are native (little-endian) as the kernel reads them from packe
 """
 from __future__ import annotations
 
-__all__ = ["csum_partial", "csum_add", "csum_sub", "csum_fold", "csum_from32to16", "csum_unfold", "csum16_add",
+__all__ = ["csum_partial", "csum_add", "wsum_negate", "csum_sub", "csum_fold", "csum_from32to16", "csum_unfold",
+           "csum16_add",
            "csum16_sub", "csum_block_add", "csum_block_sub", "csum_replace2", "csum_replace4",
            "csum_replace_by_diff", "ror32", "CSUM_MANGLED_0"]
 
@@ -46,6 +47,11 @@ def csum_add(a: int, b: int) -> int:
 
 def csum_sub(a: int, b: int) -> int:
     return csum_add(a, ~b & _M32)
+
+
+def wsum_negate(csum: int) -> int:
+    """wsum_negate(): the two's-complement negation of a __wsum."""
+    return -csum & _M32
 
 
 def csum_fold(csum: int) -> int:

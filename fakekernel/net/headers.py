@@ -17,7 +17,7 @@ __all__ = [
     "SKB_DATA_ALIGN", "QDISC_CB_PRIV_LEN", "NO_QUEUE_MAPPING", "GSO_MAX_SEGS",
     "GSO_LEGACY_MAX_SIZE", "MAX_SKB_FRAGS", "XDP_FRAME_SIZE", "XDP_PAGE_HEAD_SIZE",
     "NAPI_POLL_WEIGHT", "PAGE_SIZE", "CHECKSUM_NONE", "CHECKSUM_COMPLETE", "TC_ACT_SHOT",
-    "TC_ACT_REDIRECT",
+    "TC_ACT_REDIRECT", "CHECKSUM_UNNECESSARY", "SKB_MAX_CSUM_LEVEL",
 ]
 
 # include/uapi/linux/if_ether.h
@@ -73,3 +73,7 @@ def SKB_DATA_ALIGN(size: int) -> int:
 # include/uapi/linux/pkt_cls.h: the tc verdicts helpers return
 TC_ACT_SHOT = 2
 TC_ACT_REDIRECT = 7
+
+# include/linux/skbuff.h: ip_summed values and csum_level
+CHECKSUM_UNNECESSARY = 1
+SKB_MAX_CSUM_LEVEL = 3

@@ -109,6 +109,7 @@ class SkBuff:
     gso_size: int = 0
     csum: int = 0
     ip_summed: int = CHECKSUM_NONE
+    csum_level: int = 0                # CHECKSUM_UNNECESSARY: how many checksums were verified
     # struct qdisc_skb_cb
     pkt_len: int = 0                   # __sk_buff.wire_len
     tc_classid: int = 0

@@ -12,10 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from uapi import calls
-from uapi.bpf import (BPF_ADD, BPF_DW, BPF_JEQ, BPF_W, FuncId, MapType, ProgType)
+from uapi.bpf import (BPF_ADD, BPF_AND, BPF_B, BPF_DW, BPF_JEQ, BPF_JGT, BPF_LSH, BPF_SUB, BPF_W, FuncId,
+                      MapType, ProgType)
 from uapi.bpf import TestRunFlags as RunFlags
 from uapi.ffi import ffi
-from uapi.insn import (BPF_ALU64_IMM, BPF_CALL_HELPER, BPF_EXIT_INSN, BPF_JMP_IMM, BPF_LD_IMM64,
+from uapi.insn import (BPF_ALU64_IMM, BPF_ALU64_REG, BPF_CALL_HELPER, BPF_EXIT_INSN, BPF_JMP_IMM, BPF_JMP_REG,
+                       BPF_LD_IMM64,
                        BPF_LD_MAP_FD, BPF_LDX_MEM, BPF_MOV64_IMM, BPF_MOV64_REG, BPF_ST_MEM,
                        BPF_STX_MEM, assemble_insns)
 
@@ -82,7 +84,8 @@ def plain_call(func, *args):
 def run(b, prog_type, call, data, *, extra=(), **kw):
     """Load the harnessed program, test-run it; (load result, run result, map value)."""
     mfd = calls.map_create(b, MapType.ARRAY, 4, VAL, 1)
-    r = calls.prog_load(b, prog_type, assemble_insns(harness(mfd, list(extra) + call, 1 if prog_type == ProgType.CGROUP_SKB else None)), strict=False)
+    verdict = 1 if prog_type == ProgType.CGROUP_SKB else None
+    r = calls.prog_load(b, prog_type, assemble_insns(harness(mfd, list(extra) + call, verdict)), strict=False)
     if r.ret < 0:
         b.close(mfd)
         return ("load", r.ret)
@@ -256,15 +259,9 @@ def xdp_steps(*steps):
     insns = [BPF_MOV64_IMM(8, 0)]
     for i, (func, off) in enumerate(steps):
         insns += [BPF_MOV64_REG(1, 6), BPF_MOV64_IMM(2, off), BPF_CALL_HELPER(func),
-                  BPF_ALU64_IMM(0x50, 0, 0xFF),          # BPF_AND
-                  BPF_ALU64_IMM(0x60, 0, 8 * i),         # BPF_LSH
-                  BPF_ALU64_REG_ADD(8, 0)]
+                  BPF_ALU64_IMM(BPF_AND, 0, 0xFF), BPF_ALU64_IMM(BPF_LSH, 0, 8 * i),
+                  BPF_ALU64_REG(BPF_ADD, 8, 0)]
     return insns + [BPF_MOV64_REG(0, 8)]
-
-
-def BPF_ALU64_REG_ADD(dst, src):
-    from uapi.insn import BPF_ALU64_REG
-    return BPF_ALU64_REG(BPF_ADD, dst, src)
 
 
 xdp_offsets = st.one_of(st.integers(-300, 300), st.sampled_from([-4096, 4096, -0x80000000, 0x7FFFFFFF,
@@ -315,19 +312,18 @@ SKB_VIEW = ("len", "protocol", "pkt_type", "vlan_present", "vlan_tci", "vlan_pro
 def skb_steps(*steps):
     """Run the (helper, args...) steps in order; r0 = sum of (r0_i & 0xffff) << 16i; then the
     __sk_buff fields the geometry helpers change go into the stack buffer."""
-    from uapi.insn import BPF_ALU64_REG
     insns = [BPF_MOV64_IMM(8, 0)]
     for i, (func, *args) in enumerate(steps):
         insns += [BPF_MOV64_REG(1, 6)]
         for reg, a in enumerate(args, start=2):
             insns += imm64(reg, a)
-        insns += [BPF_CALL_HELPER(func), BPF_ALU64_IMM(0x50, 0, 0xFFFF), BPF_ALU64_IMM(0x60, 0, 16 * i),
+        insns += [BPF_CALL_HELPER(func), BPF_ALU64_IMM(BPF_AND, 0, 0xFFFF), BPF_ALU64_IMM(BPF_LSH, 0, 16 * i),
                   BPF_ALU64_REG(BPF_ADD, 8, 0)]
     for i, f in enumerate(SKB_VIEW):
         if "-" in f:
             hi, lo = f.split("-")
             insns += [BPF_LDX_MEM(BPF_W, 1, 6, ffi.offsetof(SKB, hi)), BPF_LDX_MEM(BPF_W, 2, 6, ffi.offsetof(SKB, lo)),
-                      BPF_ALU64_REG(0x10, 1, 2)]       # BPF_SUB
+                      BPF_ALU64_REG(BPF_SUB, 1, 2)]
         else:
             insns += [BPF_LDX_MEM(BPF_W, 1, 6, ffi.offsetof(SKB, f))]
         insns += [BPF_STX_MEM(BPF_W, 10, 1, -BUF + 4 * i)]
@@ -356,7 +352,8 @@ geom_steps = st.one_of(
               st.sampled_from([htons(0x0800), htons(0x86DD), 0x0800, htons(0x0806)]), st.sampled_from([0, 0, 1])),
     st.tuples(st.just(FuncId.skb_change_type), st.sampled_from([0, 1, 2, 3, 4, 0xFFFFFFFF])),
     st.tuples(st.just(FuncId.skb_change_tail),
-              st.one_of(st.integers(0, 200), st.sampled_from([16064, 16065, 3000, 0xFFFFFFFF])), st.sampled_from([0, 0, 1])),
+              st.one_of(st.integers(0, 200), st.sampled_from([16064, 16065, 3000, 0xFFFFFFFF])),
+              st.sampled_from([0, 0, 1])),
     st.tuples(st.just(FuncId.skb_change_head),
               st.one_of(st.integers(0, 100), st.sampled_from([16064, 0xFFFFFFFF, 500])), st.sampled_from([0, 0, 1])),
     st.tuples(st.just(FuncId.skb_vlan_push),
@@ -381,3 +378,117 @@ def test_skb_geometry_helpers(both, data, steps, complete, gso):
     ctx.gso_size = gso
     same(both, ProgType.SCHED_CLS, skb_steps(*steps), data, ctx_in=bytes(ffi.buffer(ctx)), ctx_size_out=SKB_SIZE,
          flags=RunFlags.TEST_SKB_CHECKSUM_COMPLETE if complete else 0)
+
+
+adjust_flags = st.sampled_from([0, 0, 0, 1, 2, 4, 2 | 8, 2 | 16, 4 | 16, 2 | 64 | (14 << 56), 2 | 64 | (20 << 56),
+                                32, 128, 256, 128 | 32, 2 | 4, 8 | 16 | 2, 64])
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.one_of(st.builds(pkt, st.integers(34, 140)), st.builds(lambda n: pkt(n, 0x86DD), st.integers(54, 140))),
+       steps=st.lists(st.tuples(st.just(FuncId.skb_adjust_room), st.integers(-70, 70), st.sampled_from([0, 1]),
+                                adjust_flags), min_size=1, max_size=3),
+       complete=st.booleans())
+def test_skb_adjust_room_on_ip_packets(both, data, steps, complete):
+    same(both, ProgType.SCHED_CLS, skb_steps(*steps), data, ctx_in=bytes(SKB_SIZE), ctx_size_out=SKB_SIZE,
+         flags=RunFlags.TEST_SKB_CHECKSUM_COMPLETE if complete else 0)
+
+
+@pytest.mark.parametrize("ptype", [ProgType.SCHED_CLS, ProgType.SCHED_ACT])
+@pytest.mark.parametrize("gso", [0, 1400])
+@pytest.mark.parametrize("ifindex,flags", [(1, 0), (1, 1), (999, 0), (0, 0), (1, 2), (1, 1 << 16), (1, 16),
+                                           (1, 1 << 32), (0xFFFFFFFF, 1)])
+def test_clone_redirect_return_values(both, ptype, gso, ifindex, flags):
+    ctx = ffi.new(SKB + " *")
+    ctx.gso_size = gso
+    same(both, ptype, helper_call(FuncId.clone_redirect, ifindex, flags), pkt(), ctx_in=bytes(ffi.buffer(ctx)))
+
+
+@pytest.mark.parametrize("func,args", [(FuncId.skb_store_bytes, (0, "buf", 4, 0)), (FuncId.skb_pull_data, (0,)),
+                                       (FuncId.l3_csum_replace, (24, 0, 0, 2)), (FuncId.skb_vlan_pop, ()),
+                                       (FuncId.skb_change_tail, (60, 0)), (FuncId.skb_load_bytes, (0, "buf", 4)),
+                                       (FuncId.csum_diff, None)])
+def test_packet_pointers_after_helper_calls(both, func, args):
+    """A packet pointer checked before a call that may move the data is unusable after it
+    (bpf_helper_changes_pkt_data): the same programs load, or fail to load, on both kernels."""
+    pre = [BPF_LDX_MEM(BPF_W, 7, 6, ffi.offsetof(SKB, "data")), BPF_LDX_MEM(BPF_W, 8, 6, ffi.offsetof(SKB, "data_end")),
+           BPF_MOV64_IMM(0, 0), BPF_MOV64_REG(2, 7), BPF_ALU64_IMM(BPF_ADD, 2, 8), BPF_JMP_REG(BPF_JGT, 2, 8, 0)]
+    call = plain_call(FuncId.csum_diff, 0, 0, 0, 0, 0) if args is None else helper_call(func, *args)
+    post = [BPF_LDX_MEM(BPF_B, 1, 7, 0)]
+    n = len(call) + len(post)
+    pre[-1] = BPF_JMP_REG(BPF_JGT, 2, 8, n)
+    results = [run(b, ProgType.SCHED_CLS, call + post, pkt(), extra=pre) for b in both]
+    assert results[0] == results[1]
+    assert (results[1][0] == "load") == (args is not None and func != FuncId.skb_load_bytes)
+
+
+# ---------------------------------------------------------------- checksum state, ECN, metadata
+
+csum_level_steps = st.one_of(st.tuples(st.just(FuncId.csum_level), st.sampled_from([0, 1, 2, 3, 4, 1 << 32])),
+                             st.tuples(st.just(FuncId.csum_update), st.integers(0, (1 << 64) - 1)),
+                             st.tuples(st.just(FuncId.skb_adjust_room), st.sampled_from([4, -4]), st.just(0),
+                                       st.sampled_from([0, 32])))
+
+
+@HYP
+@given(steps=st.lists(csum_level_steps, min_size=1, max_size=4), complete=st.booleans())
+def test_csum_level_and_csum_update(both, steps, complete):
+    """Each step's r0 (16 bits of it) and a final BPF_CSUM_LEVEL_QUERY."""
+    same(both, ProgType.SCHED_CLS, skb_steps(*steps) + helper_call(FuncId.csum_level, 0), pkt(),
+         flags=RunFlags.TEST_SKB_CHECKSUM_COMPLETE if complete else 0)
+
+
+@HYP
+@given(v=st.integers(0, (1 << 64) - 1), complete=st.booleans())
+def test_csum_update_return_value(both, v, complete):
+    same(both, ProgType.SCHED_CLS, helper_call(FuncId.csum_update, v), pkt(),
+         flags=RunFlags.TEST_SKB_CHECKSUM_COMPLETE if complete else 0)
+
+
+def ecn_pkt(tos, check, v6, n=60):
+    if v6:
+        p = pkt(n, 0x86DD)
+        return p[:14] + bytes([0x60 | tos >> 4, (tos & 0xF) << 4]) + p[16:]
+    p = pkt(n)
+    return p[:15] + bytes([tos]) + p[16:24] + check.to_bytes(2, "big") + p[26:]
+
+
+@pytest.mark.parametrize("ptype", [ProgType.SCHED_CLS, ProgType.CGROUP_SKB])
+@HYP
+@given(tos=st.integers(0, 255), check=st.integers(0, 0xFFFF), v6=st.booleans(), complete=st.booleans(),
+       n=st.sampled_from([60, 33, 53]))
+def test_skb_ecn_set_ce(both, ptype, tos, check, v6, complete, n):
+    same(both, ptype, helper_call(FuncId.skb_ecn_set_ce), ecn_pkt(tos, check, v6, n),
+         flags=RunFlags.TEST_SKB_CHECKSUM_COMPLETE if complete else 0)
+
+
+@pytest.mark.parametrize("ptype", [ProgType.SCHED_CLS, ProgType.SOCKET_FILTER, ProgType.CGROUP_SKB])
+@pytest.mark.parametrize("func", [FuncId.get_route_realm, FuncId.get_cgroup_classid, FuncId.skb_cgroup_classid,
+                                  FuncId.get_socket_uid, FuncId.skb_cgroup_id])
+def test_skb_metadata_helpers(both, ptype, func):
+    for data in (pkt(), pkt(80, 0x86DD), pkt(64, 0x0806)):
+        same(both, ptype, helper_call(func), data, loads=False)
+
+
+@pytest.mark.parametrize("ptype", [ProgType.SCHED_CLS, ProgType.XDP])
+@pytest.mark.parametrize("func,args", [
+    (FuncId.redirect_peer, (1, 0)), (FuncId.redirect_peer, (1, 1)), (FuncId.redirect_peer, (7, 1 << 40)),
+    (FuncId.redirect_neigh, (1, 0, 0, 0)), (FuncId.redirect_neigh, (1, 0, 0, 1)),
+    (FuncId.redirect_neigh, (1, "buf", 20, 0)), (FuncId.redirect_neigh, (1, "buf", 8, 0)),
+    (FuncId.redirect_neigh, (1, "buf", 32, 0)), (FuncId.redirect_neigh, (2, "buf", 20, 4))])
+def test_redirect_peer_and_neigh_return_values(both, ptype, func, args):
+    same(both, ptype, plain_call(func, *args), pkt(), loads=ptype == ProgType.SCHED_CLS)
+
+
+@HYP
+@given(data=st.sampled_from([pkt(), pkt(80, 0x86DD), pkt(64, 0x0806)]),
+       tstamp=st.sampled_from([0, 1, 12345678901234, (1 << 64) - 1]), ttype=st.sampled_from([0, 1, 2, 3, 1 << 32]),
+       pre=st.sampled_from([0, 777]))
+def test_skb_set_tstamp(both, data, tstamp, ttype, pre):
+    """The program's own earlier write of skb->tstamp and the helper's value, through ctx_out."""
+    write = [*imm64(1, pre), BPF_STX_MEM(BPF_DW, 6, 1, ffi.offsetof(SKB, "tstamp"))] if pre else []
+    call = helper_call(FuncId.skb_set_tstamp, tstamp, ttype)
+    view = [BPF_MOV64_REG(7, 0), BPF_LDX_MEM(BPF_B, 1, 6, ffi.offsetof(SKB, "tstamp_type")),
+            BPF_STX_MEM(BPF_W, 6, 1, CB0), BPF_MOV64_REG(0, 7)]
+    same(both, ProgType.SCHED_CLS, write + call + view, data, ctx_in=bytes(SKB_SIZE), ctx_size_out=SKB_SIZE)
