@@ -29,11 +29,20 @@ CLIENT = {str(CLIENT)!r}
 """
 
 
+def _plugin_args() -> list[str]:
+    """`-p fakekernel.pytest_plugin` from a checkout; nothing when fakekernel is installed
+    (its pytest11 entry point registers the plugin, and registering it twice is an error)."""
+    from importlib.metadata import entry_points
+    if any(ep.value == "fakekernel.pytest_plugin" for ep in entry_points(group="pytest11")):
+        return []
+    return ["-p", "fakekernel.pytest_plugin"]
+
+
 def pytest_on(tmp_path, body: str, *args: str) -> subprocess.CompletedProcess:
     (tmp_path / "test_sample.py").write_text(HEADER + textwrap.dedent(body))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("PYTEST_ADDOPTS", None)
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "fakekernel.pytest_plugin",
+    return subprocess.run([sys.executable, "-m", "pytest", *_plugin_args(),
                            "-p", "no:cacheprovider", "-q", "-rA", "--rootdir", str(tmp_path),
                            *args, str(tmp_path)],
                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
