@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from fakekernel import test_run
 from fakekernel.bpf.ops import ProgOps, ProgTypeDef, VerifierOps
-from fakekernel.maps import (arraymap, bloom_filter, hashtab, lpm_trie, map_in_map, prog_array,
-                             queue_stack_maps)
+from fakekernel.maps import (arraymap, bloom_filter, cgroup_array, hashtab, lpm_trie, map_in_map,
+                             perf_event_array, prog_array, queue_stack_maps, stackmap)
 from fakekernel.maps import ringbuf
 from fakekernel.progs import cgroup_skb, kprobe, sched_cls, socket_filter, tracepoint, xdp
 from uapi.bpf import MapType, ProgType
@@ -34,6 +34,9 @@ MAP_TYPES: dict = {
     MapType.PROG_ARRAY: prog_array.ProgArrayMap,
     MapType.ARRAY_OF_MAPS: map_in_map.ArrayOfMaps,
     MapType.HASH_OF_MAPS: map_in_map.HashOfMaps,
+    MapType.PERF_EVENT_ARRAY: perf_event_array.PerfEventArrayMap,
+    MapType.CGROUP_ARRAY: cgroup_array.CgroupArrayMap,
+    MapType.STACK_TRACE: stackmap.StackTraceMap,
 }
 PROG_TYPES: dict = {
     ProgType.SOCKET_FILTER: ProgTypeDef(socket_filter.VERIFIER_OPS,
@@ -58,7 +61,6 @@ PROG_TYPES: dict = {
 # Types a kernel built without them would lack: MAP_CREATE answers EINVAL.  (The reference
 # kernel has all of them; tests/unit/fakekernel/test_bpf_types.py keeps this list exact.)
 NOT_IMPLEMENTED_MAP_TYPES: frozenset = frozenset({
-    MapType.PERF_EVENT_ARRAY, MapType.STACK_TRACE, MapType.CGROUP_ARRAY,
     MapType.DEVMAP,
     MapType.SOCKMAP, MapType.CPUMAP, MapType.XSKMAP, MapType.SOCKHASH,
     MapType.CGROUP_STORAGE_DEPRECATED, MapType.REUSEPORT_SOCKARRAY,

@@ -431,10 +431,13 @@ def cgroup_bpf_link_attach(kern, task, attr, prog) -> int:
 # ------------------------------------------------------------------ fds and the tree
 
 def cgroup_get_from_fd(task, fd: int) -> Cgroup:
-    """cgroup_v1v2_get_from_fd() for cgroup2: EBADF for anything but a cgroup2 directory."""
+    """cgroup_v1v2_get_from_fd() for cgroup2: EBADF for anything but a cgroup2 directory,
+    ENOENT for the directory of a removed cgroup (css_tryget_online_from_dir)."""
     f = task.files.fdget(fd)
-    if f.kind != CGROUP_FILE_KIND or not f.private_data.online:
+    if f.kind != CGROUP_FILE_KIND:
         raise KernelError(Errno.EBADF, f"fd {fd} is not a cgroup2 directory")
+    if not f.private_data.online:
+        raise KernelError(Errno.ENOENT, f"fd {fd} is a removed cgroup's directory")
     return f.private_data
 
 

@@ -56,6 +56,11 @@ def scenario(b) -> dict:
             return -e.errno
 
     keep("map_create", attempt(calls.map_create, b, MapType.ARRAY, 4, 4, 1))
+    # fd arrays need no privilege and check their attrs first; a stack map's checks all
+    # come after the CAP_BPF gate (stack_map_alloc)
+    for mt, vs in ((MapType.PERF_EVENT_ARRAY, 4), (MapType.PERF_EVENT_ARRAY, 8), (MapType.CGROUP_ARRAY, 4),
+                   (MapType.CGROUP_ARRAY, 8), (MapType.STACK_TRACE, 8), (MapType.STACK_TRACE, 4)):
+        keep(f"typed map {mt.name} v{vs}", attempt(calls.map_create, b, mt, 4, vs, 1))
     for pt in (ProgType.SOCKET_FILTER, ProgType.CGROUP_SKB, ProgType.XDP, ProgType.SCHED_CLS,
                ProgType.KPROBE, ProgType.TRACEPOINT):
         keep(f"prog_load {pt.name}", calls.prog_load(b, pt, RET0, strict=False).ret)
