@@ -183,6 +183,8 @@ class VerifierEnv:
 
     def check_reg_arg(self, state, regno: int, src: bool) -> None:
         """check_reg_arg(): SRC_OP needs an initialised register, DST_OP refuses the frame pointer."""
+        if regno >= MAX_BPF_REG:
+            raise self.fail(state, Errno.EINVAL, f"R{regno} is invalid\n")
         self.mark_reg_scratched(regno)
         if src:
             if state.regs[regno].type == RegType.NOT_INIT:
