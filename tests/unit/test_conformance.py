@@ -131,6 +131,9 @@ def test_plugin_protocol():
     rc, out, err = _plugin([], _hex(assemble("ldxb %r0, [%r1]\nexit")))
     assert rc == 1 and out == "" and "invalid read" in err
     assert _plugin(["--elf"], _hex(prog))[0] == 1
+    # contiguous hex (e.g. `xxd -p` output) is the same program
+    assert _plugin([prog.hex()], prog.hex() + "\n")[0:2] == _plugin([_hex(prog)], _hex(prog))[0:2]
+    assert _plugin([], "b70000002a0000009500000000000000\n") == (0, "2a\n", "")
 
 
 def test_main_runs_a_directory(tmp_path, capsys):
