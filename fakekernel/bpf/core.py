@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 
 from fakekernel.helpers import HELPERS, HelperNotImplemented
+from fakekernel.interp.run import RunEnv
+from fakekernel.jit import ENGINE_ENV, compile_prog, engine_tier
+from uapi.insn import decode_prog
 from uapi.bpf import FuncId
 
 __all__ = ["bpf_prog_run", "prog_helpers", "bpf_stats_enabled"]
@@ -50,18 +53,15 @@ C_TIER_AFTER_RUNS = 20_000
 
 
 def _engine(prog, upcoming: int = 1):
-    from fakekernel.jit import ENGINE_ENV, compile_prog, engine_tier
+    """The program's engine, built on first run and promoted to C once it has run enough."""
+    forced = os.environ.get(ENGINE_ENV)
+    wants_c = not forced and prog.runs + upcoming >= C_TIER_AFTER_RUNS
     eng = prog.engine
-    if eng is None or (eng.tier == "python" and not os.environ.get(ENGINE_ENV)
-                       and prog.runs + upcoming >= C_TIER_AFTER_RUNS and engine_tier() == "c"):
-        from uapi.insn import decode_prog
-        xl = prog.xlated if prog.xlated is not None else decode_prog(prog.insns)
-        forced = os.environ.get(ENGINE_ENV)
-        if eng is None and not forced and prog.runs + upcoming < C_TIER_AFTER_RUNS:
-            tier = "python"
-        else:
-            tier = None            # the best available (or the forced) tier
-        prog.engine = eng = compile_prog(xl, prog=prog, tier=tier)
+    if eng is not None and not (wants_c and eng.tier == "python" and engine_tier() == "c"):
+        return eng
+    xl = prog.xlated if prog.xlated is not None else decode_prog(prog.insns)
+    # None: the forced tier, or the best available one
+    prog.engine = eng = compile_prog(xl, prog=prog, tier=None if forced or wants_c else "python")
     return eng
 
 
@@ -69,7 +69,6 @@ def bpf_prog_run(kern, prog, ctx_addr: int, *, ctx=None, skb_data=None, cpu: int
                  repeat: int = 1) -> int:
     """Run `prog` with r1 = ctx_addr (`repeat` times on the same ctx, as PROG_TEST_RUN's
     loop does); returns the last r0 (u64)."""
-    from fakekernel.interp.run import RunEnv
     env = RunEnv(mem=kern.mem, prog=prog, kernel=kern, ctx=ctx)
     env.cpu = cpu
     saved_cpu, kern.cpu = kern.cpu, cpu           # per-CPU map ops read smp_processor_id() here

@@ -31,28 +31,33 @@ def _put_count(ctx, n: int) -> None:
     ctx.put_attr_field("batch.count", n)
 
 
+def _each_element(ctx, max_count: int, op) -> None:
+    """Apply ``op(i)`` for i = 0.. until ``max_count`` or the first failure; ``count`` is
+    written back with how many succeeded (0 first, so a fault mid-way is visible)."""
+    _put_count(ctx, 0)
+    done = 0
+    err = None
+    while done < max_count:
+        try:
+            op(done)
+        except KernelError as e:
+            err = e
+            break
+        done += 1
+    _put_count(ctx, done)
+    if err is not None:
+        raise err
+
+
 def generic_map_delete_batch(bpf_map, task, attr, ctx) -> int:
     """Delete ``count`` keys in order through map_delete_elem."""
     b = attr.batch
     check_batch_elem_flags(bpf_map, b.elem_flags)
-    max_count = b.count
-    if not max_count:
+    if not b.count:
         return 0
-    _put_count(ctx, 0)
     ks = bpf_map.key_size
-    cp = 0
-    err = None
-    while cp < max_count:
-        try:
-            key = task.mm.copy_from_user(b.keys + cp * ks, ks)
-            bpf_map.map_delete_elem(key)
-        except KernelError as e:
-            err = e
-            break
-        cp += 1
-    _put_count(ctx, cp)
-    if err is not None:
-        raise err
+    _each_element(ctx, b.count,
+                  lambda i: bpf_map.map_delete_elem(task.mm.copy_from_user(b.keys + i * ks, ks)))
     return 0
 
 
@@ -60,26 +65,15 @@ def generic_map_update_batch(bpf_map, task, attr, ctx) -> int:
     """Update ``count`` (key, value) pairs in order through the syscall-side update."""
     b = attr.batch
     check_batch_elem_flags(bpf_map, b.elem_flags)
-    value_size = bpf_map.sys_value_size
-    max_count = b.count
-    if not max_count:
+    if not b.count:
         return 0
-    _put_count(ctx, 0)
-    ks = bpf_map.key_size
-    cp = 0
-    err = None
-    while cp < max_count:
-        try:
-            key = task.mm.copy_from_user(b.keys + cp * ks, ks)
-            value = task.mm.copy_from_user(b.values + cp * value_size, value_size)
-            bpf_map.sys_update(key, value, b.elem_flags)
-        except KernelError as e:
-            err = e
-            break
-        cp += 1
-    _put_count(ctx, cp)
-    if err is not None:
-        raise err
+    ks, vs = bpf_map.key_size, bpf_map.sys_value_size
+
+    def update(i: int) -> None:
+        key = task.mm.copy_from_user(b.keys + i * ks, ks)
+        value = task.mm.copy_from_user(b.values + i * vs, vs)
+        bpf_map.sys_update(key, value, b.elem_flags)
+    _each_element(ctx, b.count, update)
     return 0
 
 
