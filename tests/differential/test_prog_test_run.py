@@ -102,10 +102,10 @@ CTX_SET = skb_ctx(mark=5, priority=6, ingress_ifindex=7, ifindex=1, cb=[0, 2, 3,
 
 
 def tr(b, fd, data=None, **kw):
-    """PROG_TEST_RUN reduced to what both kernels must agree on (duration only checked for sanity)."""
+    """PROG_TEST_RUN reduced to what both kernels must agree on (duration only checked to be a u32: no timing assertions)."""
     r = calls.prog_test_run(b, fd, data, strict=False, **kw)
     if r.ret == 0:
-        assert 0 < r.duration < 10**8, f"implausible duration {r.duration}"
+        assert 0 <= r.duration < 2**32, f"duration out of its u32 range: {r.duration}"  # no timing claims
     return (r.ret, r.retval, r.data_size_out, r.data_out, r.ctx_size_out, r.ctx_out)
 
 
