@@ -936,4 +936,317 @@ struct btf_type {
         __u32 type;
     };
 };
+
+struct bpf_devmap_val {
+    __u32 ifindex;
+    union {
+        int32_t fd;
+        __u32 id;
+    } bpf_prog;
+};
+
+struct bpf_cpumap_val {
+    __u32 qsize;
+    union {
+        int32_t fd;
+        __u32 id;
+    } bpf_prog;
+};
+
+struct bpf_cgroup_storage_key {
+    __u64 cgroup_inode_id;
+    __u32 attach_type;
+};
+
+struct bpf_stack_build_id {
+    __s32 status;
+    uint8_t build_id[20];
+    union {
+        __u64 offset;
+        __u64 ip;
+    };
+};
+
+struct bpf_tunnel_key {
+    __u32 tunnel_id;
+    union {
+        __u32 remote_ipv4;
+        __u32 remote_ipv6[4];
+    };
+    __u8 tunnel_tos;
+    __u8 tunnel_ttl;
+    union {
+        __u16 tunnel_ext;
+        __be16 tunnel_flags;
+    };
+    __u32 tunnel_label;
+    union {
+        __u32 local_ipv4;
+        __u32 local_ipv6[4];
+    };
+};
+
+struct bpf_xfrm_state {
+    __u32 reqid;
+    __u32 spi;
+    __u16 family;
+    __u16 ext;
+    union {
+        __u32 remote_ipv4;
+        __u32 remote_ipv6[4];
+    };
+};
+
+struct bpf_tcp_sock {
+    __u32 snd_cwnd;
+    __u32 srtt_us;
+    __u32 rtt_min;
+    __u32 snd_ssthresh;
+    __u32 rcv_nxt;
+    __u32 snd_nxt;
+    __u32 snd_una;
+    __u32 mss_cache;
+    __u32 ecn_flags;
+    __u32 rate_delivered;
+    __u32 rate_interval_us;
+    __u32 packets_out;
+    __u32 retrans_out;
+    __u32 total_retrans;
+    __u32 segs_in;
+    __u32 data_segs_in;
+    __u32 segs_out;
+    __u32 data_segs_out;
+    __u32 lost_out;
+    __u32 sacked_out;
+    __u64 bytes_received;
+    __u64 bytes_acked;
+    __u32 dsack_dups;
+    __u32 delivered;
+    __u32 delivered_ce;
+    __u32 icsk_retransmits;
+};
+
+struct bpf_xdp_sock {
+    __u32 queue_id;
+};
+
+struct bpf_pidns_info {
+    __u32 pid;
+    __u32 tgid;
+};
+
+struct bpf_redir_neigh {
+    __u32 nh_family;
+    union {
+        __be32 ipv4_nh;
+        __u32 ipv6_nh[4];
+    };
+};
+
+struct bpf_core_relo {
+    __u32 insn_off;
+    __u32 type_id;
+    __u32 access_str_off;
+    uint32_t kind;
+};
+
+union bpf_iter_link_info {
+    struct {
+        __u32 map_fd;
+    } map;
+    struct {
+        uint32_t order;
+        __u32 cgroup_fd;
+        __u64 cgroup_id;
+    } cgroup;
+    struct {
+        __u32 tid;
+        __u32 pid;
+        __u32 pid_fd;
+    } task;
+};
+
+struct bpf_nf_ctx {
+    void *state;
+    void *skb;
+};
+
+struct perf_event_attr {
+    __u32 type;
+    __u32 size;
+    __u64 config;
+    union {
+        __u64 sample_period;
+        __u64 sample_freq;
+    };
+    __u64 sample_type;
+    __u64 read_format;
+    __u64 disabled : 1;
+    __u64 inherit : 1;
+    __u64 pinned : 1;
+    __u64 exclusive : 1;
+    __u64 exclude_user : 1;
+    __u64 exclude_kernel : 1;
+    __u64 exclude_hv : 1;
+    __u64 exclude_idle : 1;
+    __u64 mmap : 1;
+    __u64 comm : 1;
+    __u64 freq : 1;
+    __u64 inherit_stat : 1;
+    __u64 enable_on_exec : 1;
+    __u64 task : 1;
+    __u64 watermark : 1;
+    __u64 precise_ip : 2;
+    __u64 mmap_data : 1;
+    __u64 sample_id_all : 1;
+    __u64 exclude_host : 1;
+    __u64 exclude_guest : 1;
+    __u64 exclude_callchain_kernel : 1;
+    __u64 exclude_callchain_user : 1;
+    __u64 mmap2 : 1;
+    __u64 comm_exec : 1;
+    __u64 use_clockid : 1;
+    __u64 context_switch : 1;
+    __u64 write_backward : 1;
+    __u64 namespaces : 1;
+    __u64 ksymbol : 1;
+    __u64 bpf_event : 1;
+    __u64 aux_output : 1;
+    __u64 cgroup : 1;
+    __u64 text_poke : 1;
+    __u64 build_id : 1;
+    __u64 inherit_thread : 1;
+    __u64 remove_on_exec : 1;
+    __u64 sigtrap : 1;
+    __u64 __reserved_1 : 26;
+    union {
+        __u32 wakeup_events;
+        __u32 wakeup_watermark;
+    };
+    __u32 bp_type;
+    union {
+        __u64 bp_addr;
+        __u64 kprobe_func;
+        __u64 uprobe_path;
+        __u64 config1;
+    };
+    union {
+        __u64 bp_len;
+        __u64 kprobe_addr;
+        __u64 probe_offset;
+        __u64 config2;
+    };
+    __u64 branch_sample_type;
+    __u64 sample_regs_user;
+    __u32 sample_stack_user;
+    __s32 clockid;
+    __u64 sample_regs_intr;
+    __u32 aux_watermark;
+    __u16 sample_max_stack;
+    __u16 __reserved_2;
+    __u32 aux_sample_size;
+    union {
+        __u32 aux_action;
+        struct {
+            __u32 aux_start_paused : 1;
+            __u32 aux_pause : 1;
+            __u32 aux_resume : 1;
+            __u32 __reserved_3 : 29;
+        };
+    };
+    __u64 sig_data;
+    __u64 config3;
+};
+
+struct perf_event_mmap_page {
+    __u32 version;
+    __u32 compat_version;
+    __u32 lock;
+    __u32 index;
+    __s64 offset;
+    __u64 time_enabled;
+    __u64 time_running;
+    union {
+        __u64 capabilities;
+        struct {
+            __u64 cap_bit0 : 1;
+            __u64 cap_bit0_is_deprecated : 1;
+            __u64 cap_user_rdpmc : 1;
+            __u64 cap_user_time : 1;
+            __u64 cap_user_time_zero : 1;
+            __u64 cap_user_time_short : 1;
+            __u64 cap_____res : 58;
+        };
+    };
+    __u16 pmc_width;
+    __u16 time_shift;
+    __u32 time_mult;
+    __u64 time_offset;
+    __u64 time_zero;
+    __u32 size;
+    __u32 __reserved_1;
+    __u64 time_cycles;
+    __u64 time_mask;
+    __u8 __reserved[928];
+    __u64 data_head;
+    __u64 data_tail;
+    __u64 data_offset;
+    __u64 data_size;
+    __u64 aux_head;
+    __u64 aux_tail;
+    __u64 aux_offset;
+    __u64 aux_size;
+};
+
+struct perf_event_header {
+    __u32 type;
+    __u16 misc;
+    __u16 size;
+};
+
+struct sockaddr_xdp {
+    __u16 sxdp_family;
+    __u16 sxdp_flags;
+    __u32 sxdp_ifindex;
+    __u32 sxdp_queue_id;
+    __u32 sxdp_shared_umem_fd;
+};
+
+struct xdp_umem_reg {
+    __u64 addr;
+    __u64 len;
+    __u32 chunk_size;
+    __u32 headroom;
+    __u32 flags;
+    __u32 tx_metadata_len;
+};
+
+struct xdp_ring_offset {
+    __u64 producer;
+    __u64 consumer;
+    __u64 desc;
+    __u64 flags;
+};
+
+struct xdp_mmap_offsets {
+    struct xdp_ring_offset rx;
+    struct xdp_ring_offset tx;
+    struct xdp_ring_offset fr;
+    struct xdp_ring_offset cr;
+};
+
+struct xdp_desc {
+    __u64 addr;
+    __u32 len;
+    __u32 options;
+};
+
+struct bpf_iter__bpf_map {
+    union {
+        void *meta;
+    };
+    union {
+        void *map;
+    };
+};
 '''
