@@ -27,6 +27,7 @@ Marker / option
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -38,7 +39,7 @@ import pytest
 from fakekernel.kernel import Kernel
 from fakekernel.shim import syscall_shim
 
-__all__ = ["check_leaks", "kernel_lock", "LeakError"]
+__all__ = ["check_leaks", "kernel_lock", "LeakError", "runner_popen"]
 
 _MARKERS = (
     "keep_objects: the test deliberately leaves objects alive in its Kernel",
@@ -182,6 +183,21 @@ def _command(args, kw: dict) -> list[str]:
     if executable:
         args[0] = os.fsdecode(executable)
     return args
+
+
+@contextlib.contextmanager
+def runner_popen(kern: Kernel):
+    """A `subprocess.Popen` look-alike whose commands run under the runner against `kern`
+    (what the ``fakekernel_subprocess`` marker installs, for tests that want it explicitly
+    — e.g. to fire hooks in `kern.world` while the process waits).  Leaving the block
+    reaps the processes and their supervisors (processes still running are killed)."""
+    from fakekernel.runner.launch import compiled_trampoline
+    compiled_trampoline()
+    sessions: list = []
+    try:
+        yield _runner_popen_class(kern, kernel_lock(kern), sessions)
+    finally:
+        _finish_sessions(sessions)
 
 
 def _runner_popen_class(kern, lock, sessions: list):

@@ -174,11 +174,14 @@ class NR_X86_64(enum.IntEnum):
     unlink = 87
     openat = 257
     mkdirat = 258
+    epoll_ctl = 233
     unlinkat = 263
     faccessat = 269
     dup3 = 292
     seccomp = 317
     bpf = 321
+    pidfd_open = 434
+    pidfd_getfd = 438
     faccessat2 = 439
 
 

@@ -6,6 +6,7 @@ Hand-written (frozen ABI):
 * *_MAGIC: include/uapi/linux/magic.h
 * `struct inotify_event`, IN_*: include/uapi/linux/inotify.h
 * AT_FDCWD / AT_REMOVEDIR: include/uapi/linux/fcntl.h
+* `struct epoll_event` (packed on x86_64), EPOLL_CTL_*: include/uapi/linux/eventpoll.h
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import enum
 
 import cffi
 
-__all__ = ["ffi", "libc", "FsMagic", "StFlag", "InMask", "IN_NONBLOCK", "IN_CLOEXEC",
+__all__ = ["ffi", "libc", "EPOLL_CTL_ADD", "EPOLL_CTL_DEL", "EPOLL_CTL_MOD", "EPOLLET", "FsMagic", "StFlag", "InMask", "IN_NONBLOCK", "IN_CLOEXEC",
            "AT_FDCWD", "AT_REMOVEDIR", "NAME_MAX", "PATH_MAX"]
 
 _CDEF = """
@@ -44,9 +45,25 @@ int inotify_add_watch(int fd, const char *pathname, uint32_t mask);
 int inotify_rm_watch(int fd, int wd);
 """
 
+# include/uapi/linux/eventpoll.h: packed on x86_64 (EPOLL_PACKED)
+_EPOLL_CDEF = """
+struct epoll_event {
+    uint32_t events;
+    uint64_t data;
+};
+"""
+
 ffi = cffi.FFI()
 ffi.cdef(_CDEF)
+ffi.cdef(_EPOLL_CDEF, packed=True)
+ffi.cdef("""
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event);
+long syscall(long number, ...);
+""")
 libc = ffi.dlopen(None)
+
+EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD = 1, 2, 3
+EPOLLET = 1 << 31
 
 
 class FsMagic(enum.IntEnum):

@@ -42,6 +42,7 @@ import attrs
 from fakekernel.bpf.map import BpfMap
 from fakekernel.errors import Errno, KernelError
 from fakekernel.maps.common import PAGE_SIZE, TOTALRAM, map_fields_from_attr, round_up
+from fakekernel.wait import EPOLLIN, EPOLLRDNORM, WaitQueue
 from uapi.bpf import (BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ, MapFlags,
                       RingbufFlags, RingbufQuery)
 from uapi.ffi import ffi
@@ -97,6 +98,7 @@ class RingbufMap(BpfMap):
     region: object = None               # `data` in kern.mem, mapped on first reserve
     mask: int = 0
     wakeups: int = 0                    # irq_work_queue() calls (consumer notifications)
+    waitq: WaitQueue = attrs.field(factory=WaitQueue)   # rb->waitq: pollers of the consumer side
 
     # ---- creation: ringbuf_map_alloc (no map_alloc_check: the checks come after the
     # privilege checks of map_create) ----
@@ -115,7 +117,7 @@ class RingbufMap(BpfMap):
             raise KernelError(Errno.ENOMEM, "ring buffer larger than memory")
         file_size = DATA_OFF + 2 * size
         try:
-            m.memfd = os.memfd_create("bpf-ringbuf", os.MFD_CLOEXEC)
+            m.memfd = os.memfd_create("bpf-map", os.MFD_CLOEXEC)   # readlink: bpf-map
             os.ftruncate(m.memfd, file_size)
             m._mmap = mmap.mmap(m.memfd, file_size, mmap.MAP_SHARED)
         except (OSError, OverflowError) as e:
@@ -279,10 +281,14 @@ class RingbufMap(BpfMap):
         new_len = (self._hdr_len(hdr_off) ^ _BUSY) | (_DISCARD if discard else 0)
         self._write_hdr(hdr_off, new_len)
         cons_off = self.consumer_pos & self.mask
-        if flags & RingbufFlags.FORCE_WAKEUP:
+        if flags & RingbufFlags.FORCE_WAKEUP or (
+                cons_off == hdr_off and not flags & RingbufFlags.NO_WAKEUP):
             self.wakeups += 1
-        elif cons_off == hdr_off and not flags & RingbufFlags.NO_WAKEUP:
-            self.wakeups += 1
+            self.waitq.wake_up()
+
+    def map_poll(self) -> int:
+        """ringbuf_map_poll_kern(): readable while the consumer is behind the producer."""
+        return EPOLLIN | EPOLLRDNORM if self.consumer_pos != self.producer_pos else 0
 
     def output(self, data: bytes, flags: int) -> int:
         """bpf_ringbuf_output(): 0, -EINVAL for unknown flags, -EAGAIN when full."""

@@ -19,9 +19,19 @@ close, fork, exec (O_CLOEXEC) and readlink behave natively.  The design (see
 One memfd per File, not per object: inotify merges identical consecutive events of one
 watch, so two descriptions of one inode closed between two of our reads would give ONE
 event (measured: close(dup) + close(get_fd_by_id fd) of one map lost a close).  A separate
-inode per description makes every close its own watch.  Objects that userspace will mmap
-(BPF_F_MMAPABLE arrays, ring buffers) need one shared inode per object instead; that needs
-another close-accounting scheme and is not done yet.
+inode per description makes every close its own watch.
+
+Objects that userspace maps (BPF_F_MMAPABLE arrays — global data —, ring buffers) are the
+exception: their descriptions are re-opens of the object's OWN memfd, whose file offsets
+are the kernel's mmap offsets (see fakekernel/syscall/map_mmap.py), so mmap(2) of the fd
+in the target maps the very pages the emulator reads and writes, natively, untrapped.
+All Files of such an object share one inode, so a close event cannot tell which
+description died; instead every close event on that inode recounts the target side's
+references (fds in /proc/*/fd, mappings in /proc/*/maps), and when none is left every File
+handed out for the object is put.  Until then the object keeps all of them: closing one of
+two fds of an mmap()able map releases nothing yet (unobservable, as another fd still holds
+the object).  Which File a target fd stands for is chosen by the description's access mode
+(/proc/<tid>/fdinfo "flags").
 """
 from __future__ import annotations
 
@@ -32,6 +42,7 @@ import attrs
 from fakekernel.errors import Errno, KernelError
 from fakekernel.fdtable import O_ACCMODE, File
 from fakekernel.runner.notify import Listener, NotifError
+from fakekernel.syscall.map_mmap import user_memfd
 from uapi.vfs import IN_CLOEXEC, IN_NONBLOCK, InMask, ffi as vfs_ffi, libc as vfs_libc
 
 __all__ = ["RemoteFiles", "RemoteFdTable", "OTHER_FILE_KIND"]
@@ -52,6 +63,21 @@ class _Backing:
     key: tuple[int, int]                                   # (st_dev, st_ino)
 
 
+@attrs.define(eq=False)
+class _SharedBacking:
+    """The object's own memfd, behind every File of an mmap()able object in targets."""
+
+    files: list                                            # the Files handed out
+    wd: int
+    key: tuple[int, int]
+
+    def file_for(self, accmode: int | None) -> File:
+        for f in self.files:
+            if accmode is None or f.f_flags & O_ACCMODE == accmode:
+                return f
+        return self.files[0]
+
+
 class RemoteFiles:
     """The supervisor-wide registry: memfd inode <-> the File a target description stands for."""
 
@@ -61,11 +87,16 @@ class RemoteFiles:
             raise OSError(vfs_ffi.errno, "inotify_init1")
         self._by_key: dict[tuple[int, int], _Backing] = {}
         self._by_wd: dict[int, _Backing] = {}
+        self._shared: dict[tuple[int, int], _SharedBacking] = {}
+        self._shared_by_wd: dict[int, _SharedBacking] = {}
         self.overflows = 0
 
     def open_description(self, file: File) -> int:
         """A new open file description for `file` in *our* process (the caller closes it
         once it is installed in the target, or calls `abandon`)."""
+        shm = user_memfd(file.private_data)
+        if shm is not None:
+            return self._open_shared(file, shm)
         memfd = os.memfd_create(file.kind, os.MFD_CLOEXEC)
         try:
             st = os.fstat(memfd)
@@ -85,13 +116,54 @@ class RemoteFiles:
     def abandon(self, file: File) -> None:
         """The description opened for `file` never reached the target: forget it (its close
         event, if any, arrives for a watch we no longer know) and drop the File's reference."""
+        sb = next((sb for sb in self._shared.values() if any(f is file for f in sb.files)), None)
+        if sb is not None:
+            sb.files = [f for f in sb.files if f is not file]
+            if not sb.files:
+                self._forget_shared(sb)
+            file.put()
+            return
         b = next(b for b in self._by_key.values() if b.file is file)
         self._forget(b)
         file.put()
 
-    def lookup_key(self, key: tuple[int, int]) -> File | None:
+    def lookup_key(self, key: tuple[int, int], accmode=None) -> File | None:
+        """The File behind inode `key`; `accmode()` gives the description's O_ACCMODE when
+        several Files share the inode (mmap()able objects)."""
         b = self._by_key.get(key)
-        return b.file if b is not None else None
+        if b is not None:
+            return b.file
+        sb = self._shared.get(key)
+        if sb is None:
+            return None
+        return sb.file_for(accmode() if accmode is not None and len(sb.files) > 1 else None)
+
+    # ---- mmap()able objects: one shared inode ----
+    def _open_shared(self, file: File, shm: int) -> int:
+        st = os.fstat(shm)
+        key = (st.st_dev, st.st_ino)
+        sb = self._shared.get(key)
+        if sb is None:
+            wd = vfs_libc.inotify_add_watch(self.inotify, f"/proc/self/fd/{shm}".encode(), _CLOSE)
+            if wd < 0:
+                raise OSError(vfs_ffi.errno, "inotify_add_watch")
+            sb = _SharedBacking(files=[], wd=wd, key=key)
+            self._shared[key] = sb
+            self._shared_by_wd[wd] = sb
+        fd = os.open(f"/proc/self/fd/{shm}", (file.f_flags & O_ACCMODE) | os.O_CLOEXEC)
+        sb.files.append(file)
+        return fd
+
+    def _forget_shared(self, sb: _SharedBacking) -> None:
+        vfs_libc.inotify_rm_watch(self.inotify, sb.wd)
+        del self._shared[sb.key], self._shared_by_wd[sb.wd]
+
+    def _shared_event(self, sb: _SharedBacking) -> None:
+        if _inode_in_use(sb.key):
+            return
+        self._forget_shared(sb)
+        for f in sb.files:
+            f.put()
 
     # ---- close events ----
     def process_events(self) -> int:
@@ -113,9 +185,15 @@ class RemoteFiles:
         if mask & InMask.Q_OVERFLOW:
             self.overflows += 1         # lost closes: those objects stay alive until exit
             return
+        if not mask & _CLOSE:
+            return                      # IN_IGNORED
+        sb = self._shared_by_wd.get(wd)
+        if sb is not None:
+            self._shared_event(sb)
+            return
         b = self._by_wd.get(wd)
-        if b is None or not mask & _CLOSE:
-            return                      # IN_IGNORED, or a watch already forgotten
+        if b is None:
+            return                      # a watch already forgotten
         self._forget(b)
         b.file.put()
 
@@ -125,7 +203,8 @@ class RemoteFiles:
         del self._by_key[b.key], self._by_wd[b.wd]
 
     def live_files(self) -> list[File]:
-        return [b.file for b in self._by_key.values()]
+        return [b.file for b in self._by_key.values()] + \
+            [f for sb in self._shared.values() for f in sb.files]
 
     def close(self) -> None:
         """Supervisor exit: every target is gone; drop whatever close events did not report."""
@@ -133,6 +212,10 @@ class RemoteFiles:
         for b in list(self._by_key.values()):
             self._forget(b)
             b.file.put()
+        for sb in list(self._shared.values()):
+            self._forget_shared(sb)
+            for f in sb.files:
+                f.put()
         os.close(self.inotify)
 
 
@@ -185,7 +268,7 @@ class RemoteFdTable:
         st = self._stat(fd)
         if st is None:
             return None
-        f = self.files.lookup_key((st.st_dev, st.st_ino))
+        f = self.files.lookup_key((st.st_dev, st.st_ino), lambda: _fd_accmode(self.tid, fd))
         return f if f is not None else File(kind=OTHER_FILE_KIND)
 
     def fdget(self, fd: int) -> File:
@@ -215,3 +298,41 @@ class RemoteFdTable:
 
     def close_all(self) -> None:
         """The target closes its own fds when it exits; close events do the rest."""
+
+
+def _fd_accmode(tid: int, fd: int) -> int | None:
+    """O_ACCMODE of the description behind `fd` of `tid` (/proc/<tid>/fdinfo/<fd> "flags")."""
+    try:
+        with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"flags:"):
+                    return int(line.split()[1], 8) & O_ACCMODE
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _inode_in_use(key: tuple[int, int]) -> bool:
+    """Does any process but us hold inode `key` — as an fd or as a mapping?"""
+    dev, ino = key
+    maps_dev = f"{os.major(dev):02x}:{os.minor(dev):02x}".encode()
+    me = str(os.getpid())
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or entry.name == me:
+            continue
+        try:
+            for fd in os.scandir(f"/proc/{entry.name}/fd"):
+                try:
+                    st = os.stat(fd.path)
+                except OSError:
+                    continue
+                if st.st_ino == ino and st.st_dev == dev:
+                    return True
+            with open(f"/proc/{entry.name}/maps", "rb") as fh:
+                for line in fh:
+                    parts = line.split(None, 5)
+                    if len(parts) >= 5 and parts[4] == str(ino).encode() and parts[3] == maps_dev:
+                        return True
+        except OSError:
+            continue
+    return False

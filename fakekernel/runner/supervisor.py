@@ -23,7 +23,9 @@ import sys
 import traceback
 
 from fakekernel.errors import Errno, KernelError
+from fakekernel.runner.epoll import EpollBridge
 from fakekernel.runner.notify import Listener, NotifError
+from fakekernel.runner.perf import sys_ioctl_trap, sys_perf_event_open_trap
 from fakekernel.runner.remote_files import OTHER_FILE_KIND, RemoteFdTable, RemoteFiles
 from fakekernel.runner.trace import Tracer, format_bpf_args, format_ret
 from fakekernel.runner.vfiles import VirtualFiles, memfd_with
@@ -31,6 +33,7 @@ from fakekernel.syscall import sys_bpf
 from fakekernel.syscall.command import ATTR_SIZE
 from fakekernel.task import Task
 from fakekernel.uaccess import ProcessMemory
+from uapi.perf_event import NR_ioctl, NR_perf_event_open
 from uapi.seccomp import NR_I386, NR_X86_64, X32_SYSCALL_BIT, AuditArch
 from uapi.vfs import AT_FDCWD, AT_REMOVEDIR, NAME_MAX, PATH_MAX, FsMagic, StFlag, ffi as vfs_ffi
 
@@ -60,6 +63,7 @@ class Supervisor:
         self.files = RemoteFiles()
         self.tasks: dict[int, Task] = {}
         self.vfiles = VirtualFiles(kern, self.task_for)
+        self.epoll = EpollBridge()
         self.internal_errors = 0
         self.calls = 0
         x64, i386 = AuditArch.X86_64, AuditArch.I386
@@ -76,6 +80,9 @@ class Supervisor:
             (x64, NR_X86_64.rmdir): self.sys_rmdir,
             (x64, NR_X86_64.open): self.sys_open,
             (x64, NR_X86_64.openat): self.sys_openat,
+            (x64, NR_X86_64.epoll_ctl): self.sys_epoll_ctl,
+            (x64, NR_perf_event_open): lambda t, n: sys_perf_event_open_trap(self, t, n, CONTINUE),
+            (x64, NR_ioctl): lambda t, n: sys_ioctl_trap(self, t, n, CONTINUE),
         }
 
     # ------------------------------------------------------------------ tasks
@@ -286,6 +293,18 @@ class Supervisor:
         return self._remove(task, _s32(n.data.args[0]), n.data.args[1],
                             rmdir=bool(flags & AT_REMOVEDIR))
 
+    # ------------------------------------------------------------------ epoll
+    def sys_epoll_ctl(self, task: Task, n):
+        """epoll_ctl(2) on an emulated pollable fd (runner/epoll.py); CONTINUE otherwise."""
+        try:
+            ret = self.epoll.epoll_ctl(task, n, CONTINUE)
+        except KernelError as e:
+            ret = -e.errno
+        if ret is not CONTINUE:
+            self._trace(task.pid, f"epoll_ctl({_s32(n.data.args[0])}, {_s32(n.data.args[1])}, "
+                                  f"{_s32(n.data.args[2])}) = {format_ret(ret)}")
+        return ret
+
     # ------------------------------------------------------------------ virtual files
     def _open(self, task: Task, n, dirfd: int, path_arg: int, flags: int):
         """open(2)/openat(2): virtual files (vfiles.py) are answered, all else CONTINUEs."""
@@ -336,6 +355,7 @@ class Supervisor:
 
     def close(self) -> None:
         with self.lock:
+            self.epoll.close()
             self.files.close()
             self.vfiles.close()
 

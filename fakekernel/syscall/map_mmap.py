@@ -18,13 +18,14 @@ import mmap as _mmap
 
 import attrs
 
+from fakekernel.bpf.map import BpfMap
 from fakekernel.errors import Errno, KernelError
 from fakekernel.fdtable import FMode
 from fakekernel.maps.common import PAGE_SIZE, page_align
 from fakekernel.syscall.fdget import MAP_FILE_KIND
 from uapi.bpf import MapFlags, MapType
 
-__all__ = ["VmArea", "vm_mmap", "array_map_mmap", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
+__all__ = ["VmArea", "vm_mmap", "array_map_mmap", "user_memfd", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
            "MAP_SHARED", "MAP_PRIVATE"]
 
 PROT_READ, PROT_WRITE, PROT_EXEC = _mmap.PROT_READ, _mmap.PROT_WRITE, _mmap.PROT_EXEC
@@ -90,6 +91,18 @@ def _map_mmap_op(bpf_map):
     return lambda offset, length, writable: fn(bpf_map, offset, length, writable)
 
 
+def user_memfd(obj) -> int | None:
+    """The memfd whose file offsets are `obj`'s user mmap offsets, for objects userspace may
+    map (a BPF_F_MMAPABLE array's values, a ring buffer's pages); None for everything else.
+    The runner hands targets re-opens of it, so their mmap(2) needs no emulation."""
+    if not isinstance(obj, BpfMap) or obj.freed or _map_mmap_op(obj) is None:
+        return None
+    memfd = getattr(obj, "memfd", None)
+    if memfd is None:
+        memfd = getattr(getattr(obj, "area", None), "memfd", None)
+    return memfd
+
+
 def vm_mmap(kern, task, fd: int, length: int, prot: int, flags: int | None = None,
             offset: int = 0) -> VmArea:
     """mmap(NULL, length, prot, flags, fd, offset) on an emulated fd; KernelError on failure."""
@@ -101,6 +114,10 @@ def vm_mmap(kern, task, fd: int, length: int, prot: int, flags: int | None = Non
     if map_type not in (MAP_SHARED, MAP_PRIVATE, _MAP_SHARED_VALIDATE):
         raise KernelError(Errno.EINVAL, "neither MAP_SHARED nor MAP_PRIVATE")
     f = task.files.fdget(fd)
+    # get_unmapped_area(): bpf_get_unmapped_area() asks the map type first (arenas)
+    area_op = getattr(f.private_data, "map_get_unmapped_area", None) if f.kind == MAP_FILE_KIND else None
+    if area_op is not None:
+        area_op(0, length, offset // PAGE_SIZE)
     mode = int(f.f_mode)
     shared = map_type != MAP_PRIVATE
     writable = bool(prot & PROT_WRITE)
@@ -137,5 +154,8 @@ def vm_mmap(kern, task, fd: int, length: int, prot: int, flags: int | None = Non
         if writable:
             m.writecnt -= 1
         raise
+    mmapped = getattr(m, "map_mmapped", None)
+    if mmapped is not None:         # arenas remember where their first mapping went
+        mmapped(mapping, length)
     return VmArea(file=f.get(), bpf_map=m, mmap=mapping, offset=offset, length=length,
                   writable=writable)
