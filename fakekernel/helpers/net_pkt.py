@@ -279,6 +279,7 @@ def bpf_redirect(env, r1, r2, r3, r4, r5) -> int:
         if flags:
             return XdpAction.ABORTED
         ctx.redirect_ifindex, ctx.redirect_flags = ifindex, 0
+        ctx.redirect_map = None     # the last redirect helper called wins
         return XdpAction.REDIRECT
     if flags & (~int(RedirectFlags.INGRESS) | _REDIRECT_INTERNAL):
         return TC_ACT_SHOT

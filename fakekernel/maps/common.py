@@ -15,7 +15,7 @@ from fakekernel.errors import Errno, KernelError
 from uapi.bpf import MapFlags
 
 __all__ = ["NUMA_NO_NODE", "NR_NODE_IDS", "TOTALRAM", "BPF_F_ACCESS_MASK", "bpf_map_attr_numa_node",
-           "bpf_map_flags_access_ok", "bpf_map_flags_retain_permanent", "map_fields_from_attr",
+           "array_get_next_key", "bpf_map_flags_access_ok", "bpf_map_flags_retain_permanent", "map_fields_from_attr",
            "bpf_map_area_alloc", "round_up", "page_align", "PAGE_SIZE", "MapArea",
            "PCPU_MIN_UNIT_SIZE", "smp_processor_id"]
 
@@ -27,7 +27,21 @@ PCPU_MIN_UNIT_SIZE = 32 << 10   # the largest per-CPU value (mm/percpu.c)
 _LAZY_THRESHOLD = 1 << 20       # areas from this size on are anonymous mmaps
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)   # asm-generic/mman.h; not in Python 3.11's mmap
 
+_U32_SIZE = 4
+_U32_MAX = 0xFFFFFFFF
 BPF_F_ACCESS_MASK = MapFlags.RDONLY | MapFlags.RDONLY_PROG | MapFlags.WRONLY | MapFlags.WRONLY_PROG
+
+
+def array_get_next_key(key: bytes | None, max_entries: int) -> bytes:
+    """The get_next_key of every array-indexed map (array_map_get_next_key and the devmap,
+    cpumap and xskmap copies of it): NULL or an out-of-range key restarts at index 0, the
+    last index is ENOENT."""
+    index = int.from_bytes(key[:_U32_SIZE], "little") if key is not None else _U32_MAX
+    if index >= max_entries:
+        return bytes(_U32_SIZE)
+    if index == max_entries - 1:
+        raise KernelError(Errno.ENOENT, "last index")
+    return (index + 1).to_bytes(_U32_SIZE, "little")
 
 
 def round_up(x: int, a: int) -> int:

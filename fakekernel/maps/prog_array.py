@@ -15,7 +15,7 @@ import attrs
 
 from fakekernel.errors import Errno, KernelError
 from fakekernel.maps.arraymap import ArrayMap
-from uapi.bpf import MapFlags, ProgType, UpdateFlags
+from uapi.bpf import MapFlags, MapType, ProgType, UpdateFlags
 from uapi.ffi import ffi
 
 __all__ = ["ProgArrayMap", "MapOwner", "bpf_prog_map_compatible", "bpf_check_tail_call"]
@@ -44,11 +44,17 @@ def _owner_of(prog) -> MapOwner:
 
 
 def bpf_prog_map_compatible(bpf_map, prog) -> bool:
-    """__bpf_prog_map_compatible(): the first caller sets the map's owner."""
+    """bpf_prog_map_compatible(): never a device-bound program; the first caller sets the
+    map's owner; the expected attach type must match only in prog arrays (devmaps and
+    cpumaps hold BPF_XDP_DEVMAP/CPUMAP programs used by plain XDP programs)."""
+    if prog.aux.ifindex:
+        return False
     want = _owner_of(prog)
     if bpf_map.owner is None:
         bpf_map.owner = want
         return True
+    if bpf_map.map_type != MapType.PROG_ARRAY:
+        return attrs.evolve(bpf_map.owner, expected_attach_type=want.expected_attach_type) == want
     return bpf_map.owner == want
 
 

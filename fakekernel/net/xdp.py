@@ -49,6 +49,7 @@ class XdpBuff:
     # struct bpf_redirect_info as bpf_redirect() leaves it (net/rx.py reads the target)
     redirect_ifindex: int = 0
     redirect_flags: int = 0
+    redirect_map: object = None     # a bpf_redirect_map() hit (fakekernel.helpers.redirect)
     kctx: Region | None = None
     pkt: Region | None = None
 
