@@ -66,6 +66,7 @@ class ProgListEntry:
     prog: object = None
     link: "CgroupLink | None" = None
     flags: int = 0
+    storage: dict = attrs.field(factory=dict)      # cgroup storage type -> BpfCgroupStorage
 
     @property
     def effective_prog(self):
@@ -85,6 +86,7 @@ class CgroupBpf:
     flags: dict = attrs.field(factory=dict)        # atype -> 0 / ALLOW_OVERRIDE / ALLOW_MULTI
     revisions: dict = attrs.field(factory=dict)    # atype -> u64, starts at 1
     effective: dict = attrs.field(factory=dict)    # atype -> list[ProgListEntry]
+    storages: list = attrs.field(factory=list)     # this cgroup's BpfCgroupStorage objects
 
     def plist(self, atype: int) -> list:
         return self.progs.setdefault(atype, [])
@@ -106,6 +108,7 @@ class Cgroup:
     children: dict = attrs.field(factory=dict)
     bpf: CgroupBpf = attrs.field(factory=CgroupBpf)
     online: bool = True
+    bpf_storage: dict = attrs.field(factory=dict)   # cgroup->bpf_cgrp_storage: map -> elem
 
     @property
     def path(self) -> str:
@@ -273,6 +276,8 @@ def cgroup_bpf_attach(kern, task, cgrp: Cgroup, prog, replace_prog, link, attach
     pl.prog = prog.get() if prog is not None else None
     pl.link = link
     pl.flags = flags
+    from fakekernel.maps.cgroup_storage import bpf_cgroup_storages_link
+    pl.storage = bpf_cgroup_storages_link(cgrp, attach_type, pl.effective_prog)
     cgrp.bpf.flags[atype] = saved_flags
     update_effective_progs(cgrp, atype)
     cgrp.bpf.bump(atype)
@@ -323,6 +328,8 @@ def cgroup_bpf_release(cgrp: Cgroup) -> None:
                 pl.link.cgroup = None
         entries.clear()
         cgrp.bpf.effective[atype] = []
+    from fakekernel.maps.cgroup_storage import bpf_cgroup_storages_release
+    bpf_cgroup_storages_release(cgrp)
 
 
 # ------------------------------------------------------------------ query
@@ -505,6 +512,8 @@ class CgroupFs:
         del c.parent.children[c.name]
         c.online = False
         cgroup_bpf_release(c)
+        from fakekernel.maps.bpf_local_storage import bpf_local_storage_destroy
+        bpf_local_storage_destroy(c.bpf_storage)        # bpf_cgrp_storage_free()
 
     def walk(self):
         return self.root.descendants_pre()

@@ -41,6 +41,8 @@ class Task:
     mm: UserMemory = attrs.field(factory=ProcessMemory)
     tgid: int = 0
     cgroup: object = None              # the task's cgroup (fakekernel.cgroup.Cgroup)
+    bpf_storage: dict = attrs.field(factory=dict)   # task->bpf_storage: map -> local storage elem
+    bpf_ctx: object = None             # task->bpf_ctx: the running program's bpf_run_ctx
 
     def __attrs_post_init__(self) -> None:
         if not self.tgid:
