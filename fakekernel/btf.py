@@ -366,6 +366,8 @@ def btf_parse(kern, task, attr, ctx) -> Btf:
         _parse_str_sec(env)
         _parse_type_sec(env)
         btf_check_type_tags(env)
+        from fakekernel.btf_fields import btf_parse_struct_metas   # btf_fields <- maps <- btf
+        btf_parse_struct_metas(kern, env)
     except KernelError as e:
         err = e
     # finalize_log(): ENOSPC / EFAULT override the verdict

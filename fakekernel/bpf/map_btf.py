@@ -7,23 +7,61 @@ have exactly the map's key_size / value_size (EINVAL otherwise), then lets the m
 judge the types.  Map types define `map_check_btf(btf, key_type, value_type)`; a map
 without it accepts only a key type id (a keyless BTF description is then EINVAL).
 
-Not modelled yet: btf_parse_fields() (bpf_spin_lock, bpf_timer, kptrs, graph roots in
-the value): value types are checked for size only.
+Then btf_parse_fields() (fakekernel/btf_fields.py) finds the value's special fields; a
+value with any needs CAP_BPF (EPERM), no BPF_F_RDONLY_PROG / BPF_F_WRONLY_PROG (EACCES)
+and a map type that can hold each kind of field (EOPNOTSUPP).  The record lands on
+``bpf_map.record``.  A value whose fields do not parse (a second bpf_spin_lock among one
+struct's members, overlapping fields, a bad kptr tag ...) is not an error here: the map is
+created without special fields, as the kernel's map->record = ERR_PTR() (measured on 6.18;
+BTF_LOAD's struct metas catch most of those first).
 """
 from __future__ import annotations
 
+from fakekernel.btf_fields import (MAP_VALUE_FIELDS, BtfFieldType, btf_check_and_fixup_fields,
+                                   btf_parse_fields)
 from fakekernel.errors import Errno, KernelError
-from uapi.bpf import MapType
+from uapi.bpf import MapFlags, MapType
 from uapi.btf import BtfKind
 
 __all__ = ["map_check_btf", "array_map_check_btf", "htab_map_check_btf", "bloom_map_check_btf",
            "trie_check_btf", "map_check_no_btf"]
 
 _U32_BITS = 32
+F = BtfFieldType
+_LOCAL_STORAGES = {MapType.SK_STORAGE, MapType.INODE_STORAGE, MapType.TASK_STORAGE,
+                   MapType.CGRP_STORAGE}
+_TIMER_MAPS = {MapType.HASH, MapType.LRU_HASH, MapType.ARRAY}
+# map_check_btf(): the map types that may hold each kind of special field
+FIELD_MAP_TYPES = {
+    F.SPIN_LOCK: {MapType.HASH, MapType.ARRAY, MapType.CGROUP_STORAGE} | _LOCAL_STORAGES,
+    F.TIMER: _TIMER_MAPS, F.WORKQUEUE: _TIMER_MAPS, F.TASK_WORK: _TIMER_MAPS,
+    F.KPTR_UNREF: {MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH,
+                   MapType.ARRAY, MapType.PERCPU_ARRAY} | _LOCAL_STORAGES,
+    F.UPTR: {MapType.TASK_STORAGE},
+    F.LIST_HEAD: {MapType.HASH, MapType.LRU_HASH, MapType.ARRAY},
+}
+FIELD_MAP_TYPES[F.RES_SPIN_LOCK] = FIELD_MAP_TYPES[F.SPIN_LOCK]
+for _ft in (F.KPTR_REF, F.KPTR_PERCPU, F.REFCOUNT):
+    FIELD_MAP_TYPES[_ft] = FIELD_MAP_TYPES[F.KPTR_UNREF]
+FIELD_MAP_TYPES[F.RB_ROOT] = FIELD_MAP_TYPES[F.LIST_HEAD]
+_PROG_ACCESS = MapFlags.RDONLY_PROG | MapFlags.WRONLY_PROG
 
 
-def map_check_btf(bpf_map, btf, btf_key_id: int, btf_value_id: int) -> None:
-    """map_check_btf(): sizes of the key / value types, then the map type's own check."""
+def _check_record(bpf_map, rec, task) -> None:
+    """The record part of map_check_btf()."""
+    if not task.bpf_capable():
+        raise KernelError(Errno.EPERM, "special fields in a map value need CAP_BPF")
+    if bpf_map.map_flags & _PROG_ACCESS:
+        raise KernelError(Errno.EACCES, "special fields with BPF_F_RDONLY/WRONLY_PROG")
+    for ft in F:                            # bit by bit, as the kernel's loop
+        if rec.field_mask & ft and bpf_map.map_type not in FIELD_MAP_TYPES.get(ft, ()):
+            raise KernelError(Errno.EOPNOTSUPP, f"{ft.name} not allowed in this map type")
+
+
+def map_check_btf(bpf_map, btf, btf_key_id: int, btf_value_id: int, task=None) -> None:
+    """map_check_btf(): sizes of the key / value types, the special fields of the value
+    (`task`, the caller, default the kernel's current, needs CAP_BPF for them), then the map
+    type's own check."""
     env = btf.env
     check = getattr(bpf_map, "map_check_btf", None)
     if btf_key_id:
@@ -38,8 +76,18 @@ def map_check_btf(bpf_map, btf, btf_key_id: int, btf_value_id: int) -> None:
     found = env.type_id_size(btf_value_id) if btf_value_id < env.nr_types else None
     if found is None or found[2] != bpf_map.value_size:
         raise KernelError(Errno.EINVAL, "BTF value type missing, sizeless or of another size")
+    value_type, value_id = found[0], found[1]
+    try:
+        rec = btf_parse_fields(bpf_map.kern, env, value_type, value_id, MAP_VALUE_FIELDS,
+                               bpf_map.value_size)
+    except KernelError:         # map->record = ERR_PTR(): not an error, just no fields
+        rec = None
+    if rec is not None:
+        _check_record(bpf_map, rec, task if task is not None else bpf_map.kern.current)
+    btf_check_and_fixup_fields(env, rec)
     if check is not None:
-        check(btf, key_type, found[0])
+        check(btf, key_type, value_type)
+    bpf_map.record = rec
 
 
 def array_map_check_btf(bpf_map, btf, key_type, value_type) -> None:

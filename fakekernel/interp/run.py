@@ -52,6 +52,7 @@ from uapi.bpf import (
     BPF_NEG,
     BPF_OR,
     BPF_PSEUDO_CALL,
+    BPF_PSEUDO_FUNC,
     BPF_REG_0,
     BPF_REG_1,
     BPF_REG_2,
@@ -301,8 +302,10 @@ class Interpreter:
         skb_data: bytes | SkbData | None = None,
         max_insns: int | None = None,
         extra_args: Sequence[int] = (),
+        entry: int = 0,
     ) -> int:
-        """Run from insn 0 with ``r1`` as the argument; returns r0 (u64).
+        """Run from insn ``entry`` (0: the main program; a subprogram for a timer callback)
+        with ``r1`` as the argument; returns r0 (u64).
 
         ``extra_args`` seed r2.. for entry points that take more than the ctx (the conformance
         suite passes the memory length in r2); all other registers start at 0.
@@ -326,7 +329,7 @@ class Interpreter:
         vm.limit = max_insns
         env._vm, outer_vm = vm, env._vm
         try:
-            _execute(vm, regs, 0)
+            _execute(vm, regs, entry)
         finally:
             env._vm = outer_vm
             while vm.frames:
@@ -590,6 +593,8 @@ def _bind_ld_imm64(interp: Interpreter, idx: int, insn: Insn) -> Op:
     if idx + 1 >= len(interp.insns):
         return _bad_encoding(idx, insn, "ld_imm64 without its second half")
     value = u32(insn.imm) | (u32(interp.insns[idx + 1].imm) << 32)
+    if insn.src_reg == BPF_PSEUDO_FUNC:     # a callback: its insn index (what env.call_subprog takes)
+        value = idx + 1 + s32(insn.imm)
     dst, nxt = insn.dst_reg, idx + 2
 
     def op(regs: list, vm: _Vm) -> int:

@@ -32,12 +32,14 @@ class InterpEngine(Interpreter):
     def interpreter(self) -> Interpreter:
         return self
 
-    def run_repeat(self, n: int, mem, r1: int, *, helpers, env, skb_data=None, extra_args: Sequence[int] = ()) -> int:
+    def run_repeat(self, n: int, mem, r1: int, *, helpers, env, skb_data=None, extra_args: Sequence[int] = (),
+                   entry: int = 0) -> int:
         if n < 1:
             raise ValueError("repeat count must be positive")
         r0 = 0
         for _ in range(n):
-            r0 = self.run(mem, r1, helpers=helpers, env=env, skb_data=skb_data, extra_args=extra_args)
+            r0 = self.run(mem, r1, helpers=helpers, env=env, skb_data=skb_data, extra_args=extra_args,
+                          entry=entry)
         return r0
 
 

@@ -61,7 +61,7 @@ from uapi.bpf import (
     BPF_XOR,
     MAX_BPF_REG,
 )
-from uapi.insn import BPF_CLASS, BPF_MODE, BPF_OP, BPF_SIZE, BPF_SIZE_BYTES, BPF_SRC, Insn, u32, u64
+from uapi.insn import BPF_CLASS, BPF_MODE, BPF_OP, BPF_SIZE, BPF_SIZE_BYTES, BPF_SRC, Insn, s32, u32, u64
 
 __all__ = ["Op", "Program", "analyze", "ANALYSIS_VERSION"]
 
@@ -220,6 +220,8 @@ def _decode(insns: Sequence[Insn], idx: int, callx: bool) -> Op:
             if idx + 1 >= n:
                 return _fault(idx, bad + "ld_imm64 without its second half")
             value = u32(insn.imm) | (u32(insns[idx + 1].imm) << 32)
+            if insn.src_reg == BPF_PSEUDO_FUNC:     # a callback: its insn index, as the interpreter
+                value = idx + 1 + s32(insn.imm)
             return Op(idx, "ld_imm64", idx + 2, dst=_reg(insn.dst_reg), k=value)
         if cls == BPF_LD and mode in (BPF_ABS, BPF_IND) and size_code != BPF_DW:
             src = _reg(insn.src_reg) if mode == BPF_IND else None

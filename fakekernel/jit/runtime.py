@@ -96,17 +96,19 @@ class Engine:
 
     def run(self, mem: AddressSpace, r1: int, *, helpers: Mapping, env: RunEnv,
             skb_data: bytes | SkbData | None = None, max_insns: int | None = None,
-            extra_args: Sequence[int] = ()) -> int:
+            extra_args: Sequence[int] = (), entry: int = 0) -> int:
         """Run from insn 0 with ``r1`` as the argument; returns r0 (u64). See :meth:`Interpreter.run`.
 
         A run with ``max_insns`` goes to the reference interpreter, which counts every instruction."""
         if max_insns is not None:
             return self.interpreter.run(mem, r1, helpers=helpers, env=env, skb_data=skb_data,
-                                        max_insns=max_insns, extra_args=extra_args)
-        return self.run_repeat(1, mem, r1, helpers=helpers, env=env, skb_data=skb_data, extra_args=extra_args)
+                                        max_insns=max_insns, extra_args=extra_args, entry=entry)
+        return self.run_repeat(1, mem, r1, helpers=helpers, env=env, skb_data=skb_data, extra_args=extra_args,
+                               entry=entry)
 
     def run_repeat(self, n: int, mem: AddressSpace, r1: int, *, helpers: Mapping, env: RunEnv,
-                   skb_data: bytes | SkbData | None = None, extra_args: Sequence[int] = ()) -> int:
+                   skb_data: bytes | SkbData | None = None, extra_args: Sequence[int] = (),
+                   entry: int = 0) -> int:
         """``n`` back-to-back runs on the same input (PROG_TEST_RUN's repeat); returns the last r0.
 
         Every run starts from a zeroed stack and the same registers, as ``n`` calls of :meth:`run`
@@ -117,6 +119,9 @@ class Engine:
             raise ValueError("at most four extra arguments (r2-r5)")
         if n < 1:
             raise ValueError("repeat count must be positive")
+        if entry not in self.program.entries:   # a callback run from outside (a timer firing)
+            return self.with_entry(entry).run_repeat(n, mem, r1, helpers=helpers, env=env, skb_data=skb_data,
+                                                     extra_args=extra_args, entry=entry)
         st = RunState(self, mem, env, helpers, skb_data)
         regs = [0] * NREGS
         regs[BPF_REG_1] = u64(r1)
@@ -126,7 +131,9 @@ class Engine:
         try:
             regs[BPF_REG_10] = st.stack(0).end
             if n == 1:
-                return self.invoke(st, regs, 0, 0)
+                return self.invoke(st, regs, entry, 0)
+            if entry:
+                raise ValueError("a callback entry runs once per call")
             return self.invoke_repeat(st, regs, n)
         finally:
             env._vm = outer_vm

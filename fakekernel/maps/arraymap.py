@@ -19,6 +19,8 @@ import attrs
 
 from fakekernel.bpf.map import BpfMap, bpf_map_meta_equal
 from fakekernel.bpf.map_btf import array_map_check_btf
+from fakekernel.btf_fields import (BtfFieldType, bpf_obj_free_fields, btf_record_has_field,
+                                   copy_map_value, copy_map_value_locked, copy_value_out)
 from fakekernel.errors import Errno, KernelError
 from fakekernel.maps.batch import generic_map_lookup_batch, generic_map_update_batch
 from fakekernel.maps.common import (BPF_F_ACCESS_MASK, NUMA_NO_NODE, PCPU_MIN_UNIT_SIZE, MapArea,
@@ -140,10 +142,19 @@ class ArrayMap(BpfMap):
             raise KernelError(Errno.E2BIG, "index past max_entries")
         if flags & UpdateFlags.NOEXIST:
             raise KernelError(Errno.EEXIST, "array elements always exist")
-        if flags & _F_LOCK:
+        if flags & _F_LOCK and not btf_record_has_field(self.record, BtfFieldType.SPIN_LOCK):
             raise KernelError(Errno.EINVAL, "BPF_F_LOCK without a bpf_spin_lock in the value")
         off = self.elem_size * index
-        self.area.buf[off:off + self.value_size] = value[:self.value_size]
+        if self.record is None:
+            self.area.buf[off:off + self.value_size] = value[:self.value_size]
+            return
+        dst = memoryview(self.area.buf)[off:off + self.value_size]
+        if flags & _F_LOCK:
+            copy_map_value_locked(self.record, dst, value)
+        else:           # the special fields are the kernel's: kept, and what they own freed
+            copy_map_value(self.record, dst, value)
+            addr = self._value_base() + off if self.region is not None else 0
+            bpf_obj_free_fields(self.record, dst, kern=self.kern, addr=addr)
 
     def map_delete_elem(self, key: bytes) -> None:
         raise KernelError(Errno.EINVAL, "array elements cannot be deleted")
@@ -189,7 +200,7 @@ class ArrayMap(BpfMap):
         if index >= self.max_entries:
             raise KernelError(Errno.ENOENT, "index past max_entries")
         off = self.elem_size * index
-        return bytes(self.area.buf[off:off + self.value_size])
+        return copy_value_out(self.record, self.area.buf[off:off + self.value_size])
 
 
 @attrs.define(eq=False)
@@ -248,7 +259,8 @@ class PercpuArrayMap(ArrayMap):
         if index >= self.max_entries:
             raise KernelError(Errno.ENOENT, "index past max_entries")
         off = self._slot(index, 0)
-        return bytes(self.area.buf[off:off + self.sys_value_size])
+        return copy_value_out(self.record, self.area.buf[off:off + self.sys_value_size],
+                              self.elem_size, self.kern.nr_cpus)
 
     def sys_update(self, key: bytes, value: bytes, flags: int) -> None:
         """bpf_percpu_array_update(): the rounded slots as given, padding included."""
@@ -260,4 +272,11 @@ class PercpuArrayMap(ArrayMap):
         if flags == UpdateFlags.NOEXIST:
             raise KernelError(Errno.EEXIST, "array elements always exist")
         off = self._slot(index, 0)
-        self.area.buf[off:off + self.sys_value_size] = value
+        if self.record is None:
+            self.area.buf[off:off + self.sys_value_size] = value
+            return
+        for cpu in range(self.kern.nr_cpus):
+            lo = off + cpu * self.elem_size
+            dst = memoryview(self.area.buf)[lo:lo + self.elem_size]
+            copy_map_value(self.record, dst, value[cpu * self.elem_size:(cpu + 1) * self.elem_size])
+            bpf_obj_free_fields(self.record, dst)

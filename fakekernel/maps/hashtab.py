@@ -8,7 +8,8 @@ pointer a program holds stays valid.
 Iteration (GET_NEXT_KEY) follows the kernel: bucket ``jhash(key, hashrnd) & (n_buckets-1)``
 in ascending order, newest first inside a bucket (an update of an existing key moves it
 to the head, as the kernel's replace-at-head does).  With BPF_F_ZERO_SEED the order is
-the real kernel's; otherwise ``hashrnd`` comes from the kernel's prandom.
+the real kernel's; otherwise ``hashrnd`` comes from the kernel's prandom.  The buckets
+live in fakekernel/maps/hashtab_walk.py (amortised O(1) per GET_NEXT_KEY step).
 
 `PercpuHtabMap` (PERCPU_HASH) keeps one round_up(value_size, 8) slot per CPU in each
 element and updates existing keys in place.  `LruHtabMap` / `LruPercpuHtabMap` take every
@@ -21,6 +22,8 @@ import attrs
 
 from fakekernel.bpf.map import BpfMap
 from fakekernel.bpf.map_btf import htab_map_check_btf
+from fakekernel.btf_fields import (BtfFieldType, bpf_obj_free_fields, btf_record_has_field,
+                                   copy_map_value_locked, copy_value_out, zero_special_fields)
 from fakekernel.errors import Errno, KernelError
 from fakekernel.maps.batch import generic_map_delete_batch, generic_map_update_batch
 from fakekernel.maps.bpf_lru_list import BpfLru, LruNode
@@ -28,6 +31,7 @@ from fakekernel.maps.common import (BPF_F_ACCESS_MASK, NUMA_NO_NODE, PCPU_MIN_UN
                                     bpf_map_attr_numa_node, bpf_map_flags_access_ok,
                                     map_fields_from_attr, round_up, smp_processor_id)
 from fakekernel.maps.hashtab_batch import htab_lookup_and_delete_batch
+from fakekernel.maps.hashtab_walk import HtabBuckets
 from fakekernel.maps.jhash import jhash, jhash2
 from uapi.bpf import MapFlags, MapType, UpdateFlags
 from uapi.capability import Cap
@@ -61,12 +65,12 @@ def roundup_pow_of_two(n: int) -> int:
 class _HtabElem:
     """struct htab_elem: the value buffer, its mapped region and its place in the bucket."""
 
-    __slots__ = ("value", "region", "seq", "hash")
+    __slots__ = ("value", "region", "bucket", "hash")
 
-    def __init__(self, value: bytearray, seq: int):
+    def __init__(self, value: bytearray):
         self.value = value
         self.region = None
-        self.seq = seq              # larger = nearer the head of its bucket
+        self.bucket = None          # set by the walk order (HtabBuckets)
         self.hash = None            # computed on first walk
 
 
@@ -76,10 +80,7 @@ class HtabMap(BpfMap):
     hashrnd: int = 0
     elem_size: int = 0
     elems: dict = attrs.field(factory=dict)      # key bytes -> _HtabElem
-    _seq: int = 0
-    _order: list | None = None                   # keys in walk order (cache)
-    _pos: dict | None = None                     # key -> index in _order
-    _buckets: list | None = None                 # bucket of each key in _order
+    walk: HtabBuckets | None = None              # the buckets, in GET_NEXT_KEY order
 
     def map_check_btf(self, btf, key_type, value_type) -> None:
         htab_map_check_btf(self, btf, key_type, value_type)
@@ -135,6 +136,7 @@ class HtabMap(BpfMap):
         if n_buckets * BUCKET_SIZE > TOTALRAM or (m.prealloc and m.map_mem_usage() > TOTALRAM):
             raise KernelError(Errno.ENOMEM, "hash table does not fit in memory")
         m.hashrnd = 0 if attr.map_flags & MapFlags.ZERO_SEED else kern.prandom.getrandbits(32)
+        m.walk = HtabBuckets(m.htab_map_hash, n_buckets)
         m.memlock = m.map_mem_usage()
         m._init_elems()
         return m
@@ -172,7 +174,7 @@ class HtabMap(BpfMap):
         for elem in self.elems.values():
             self._unmap(elem)
         self.elems.clear()
-        self._invalidate()
+        self.walk.clear()
 
     # ---- element storage ----
     def _unmap(self, elem: _HtabElem) -> None:
@@ -186,32 +188,11 @@ class HtabMap(BpfMap):
                                                    f"htab:{self.name.decode(errors='replace')}")
         return elem.region.base
 
-    def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
-
-    def _invalidate(self) -> None:
-        self._order = None
-        self._pos = None
-
     # ---- walk order: (bucket ascending, newest first) ----
     def htab_map_hash(self, key: bytes) -> int:
         if len(key) % U32_SIZE == 0:
             return jhash2(key, self.hashrnd)
         return jhash(key, self.hashrnd)
-
-    def _walk_order(self) -> tuple[list, dict, list]:
-        """(keys in walk order, key -> position, bucket of each position)."""
-        if self._order is None:
-            mask = self.n_buckets - 1
-            for k, e in self.elems.items():
-                if e.hash is None:
-                    e.hash = self.htab_map_hash(k)
-            self._order = sorted(self.elems, key=lambda k: (self.elems[k].hash & mask,
-                                                            -self.elems[k].seq))
-            self._pos = {k: i for i, k in enumerate(self._order)}
-            self._buckets = [self.elems[k].hash & mask for k in self._order]
-        return self._order, self._pos, self._buckets
 
     # ---- bpf_map_ops ----
     def map_lookup_elem(self, key: bytes) -> int:
@@ -222,43 +203,58 @@ class HtabMap(BpfMap):
         """htab_map_update_elem()."""
         if flags & _NOT_F_LOCK > _EXIST:
             raise KernelError(Errno.EINVAL, "unknown update flags")
-        if flags & _F_LOCK:
+        rec = self.record
+        if flags & _F_LOCK and not btf_record_has_field(rec, BtfFieldType.SPIN_LOCK):
             raise KernelError(Errno.EINVAL, "BPF_F_LOCK without a bpf_spin_lock in the value")
         key = bytes(key)
         old = self.elems.get(key)
-        # check_flags()
-        if old is not None and flags == UpdateFlags.NOEXIST:
-            raise KernelError(Errno.EEXIST, "key exists")
-        if old is None and flags == UpdateFlags.EXIST:
-            raise KernelError(Errno.ENOENT, "no such key")
+        _check_flags(old, flags & _NOT_F_LOCK)
+        if old is not None and flags & _F_LOCK:         # in place, under the element's lock
+            copy_map_value_locked(rec, old.value, value[:self.value_size])
+            return
         if old is not None:
+            if rec is not None:                         # the old element's fields are freed
+                bpf_obj_free_fields(rec, old.value, kern=self.kern,
+                                    addr=0 if old.region is None else old.region.base)
             old.value[:] = value[:self.value_size]
-            old.seq = self._next_seq()
+            zero_special_fields(rec, old.value)
+            self.walk.link(key, old)            # the replacement goes to the bucket's head
         else:
             if len(self.elems) >= self.max_entries:
                 raise KernelError(Errno.E2BIG, "hash map is full")
-            self.elems[key] = _HtabElem(bytearray(value[:self.value_size]), self._next_seq())
-        self._invalidate()
+            elem = self.elems[key] = _HtabElem(bytearray(value[:self.value_size]))
+            zero_special_fields(rec, elem.value)
+            self.walk.link(key, elem)
 
     def map_delete_elem(self, key: bytes) -> None:
-        elem = self.elems.pop(bytes(key), None)
+        key = bytes(key)
+        elem = self.elems.pop(key, None)
         if elem is None:
             raise KernelError(Errno.ENOENT, "no such key")
+        self._release_fields(elem)
         self._unmap(elem)
-        self._invalidate()
+        self.walk.unlink(key, elem)
         self._free_elem(elem)
+
+    def _release_fields(self, elem) -> None:
+        """check_and_free_fields(): a deleted or evicted element gives up its timer/kptrs."""
+        if self.record is not None:
+            stride = self.pcpu_size if self.PERCPU else 0
+            for cpu in range(self.kern.nr_cpus if self.PERCPU else 1):
+                bpf_obj_free_fields(self.record, elem.value, cpu * stride, kern=self.kern,
+                                    addr=0 if elem.region is None else elem.region.base + cpu * stride)
 
     def _free_elem(self, elem) -> None:
         """free_htab_elem() / htab_lru_push_free(): the element left the table."""
 
     def map_get_next_key(self, key: bytes | None) -> bytes:
         """htab_map_get_next_key(): NULL or a missing key restarts at the first element."""
-        order, pos, _ = self._walk_order()
-        i = pos.get(bytes(key)) if key is not None else None
-        nxt = 0 if i is None else i + 1
-        if nxt >= len(order):
+        if key is not None:
+            key = bytes(key)
+        nxt = self.walk.next_key(key, None if key is None else self.elems.get(key))
+        if nxt is None:
             raise KernelError(Errno.ENOENT, "end of map")
-        return order[nxt]
+        return nxt
 
     def map_lookup_and_delete_elem(self, key: bytes | None, flags: int) -> bytes:
         """htab_map_lookup_and_delete_elem()."""
@@ -271,8 +267,11 @@ class HtabMap(BpfMap):
 
     # ---- syscall side ----
     def _copy_value(self, elem) -> bytes:
-        """What the syscall side copies out of an element (every CPU's slot for per-CPU maps)."""
-        return bytes(elem.value)
+        """What the syscall side copies out of an element (every CPU's slot for per-CPU maps),
+        special fields zeroed (check_and_init_map_value)."""
+        if self.PERCPU:
+            return copy_value_out(self.record, elem.value, self.pcpu_size, self.kern.nr_cpus)
+        return copy_value_out(self.record, elem.value)
 
     def sys_lookup(self, key: bytes, flags: int) -> bytes:
         elem = self.elems.get(bytes(key))
@@ -350,7 +349,7 @@ class PercpuHtabMap(HtabMap):
     def _new_elem(self, key: bytes, value: bytes, onallcpus: bool):
         if len(self.elems) >= self.max_entries:
             raise KernelError(Errno.E2BIG, "hash map is full")
-        elem = _HtabElem(bytearray(self.sys_value_size), self._next_seq())
+        elem = _HtabElem(bytearray(self.sys_value_size))
         self._pcpu_init(elem, value, onallcpus)
         return elem
 
@@ -364,8 +363,8 @@ class PercpuHtabMap(HtabMap):
         if old is not None:
             self._pcpu_copy(old, value, onallcpus)
             return
-        self.elems[key] = self._new_elem(key, value, onallcpus)
-        self._invalidate()
+        elem = self.elems[key] = self._new_elem(key, value, onallcpus)
+        self.walk.link(key, elem)
 
     def map_update_elem(self, key: bytes, value: bytes, flags: int) -> None:
         self._update(key, value, flags, onallcpus=False)
@@ -388,14 +387,14 @@ def _check_flags(old, flags: int) -> None:
 class _LruElem(LruNode):
     """A preallocated element of an LRU hash: its bpf_lru_node plus key and value."""
 
-    __slots__ = ("key", "value", "region", "seq", "hash")
+    __slots__ = ("key", "value", "region", "bucket", "hash")
 
     def __init__(self, value_size: int):
         super().__init__()
         self.key = None
         self.value = bytearray(value_size)
         self.region = None
-        self.seq = 0
+        self.bucket = None
         self.hash = None
 
 
@@ -415,8 +414,9 @@ class _LruMixin:
         if self.elems.get(elem.key) is not elem:
             return False
         del self.elems[elem.key]
+        self._release_fields(elem)
         self._unmap(elem)
-        self._invalidate()
+        self.walk.unlink(elem.key, elem)
         return True
 
     def _pop(self, key: bytes):
@@ -460,17 +460,20 @@ class LruHtabMap(_LruMixin, HtabMap):
         key = bytes(key)
         new = self._pop(key)
         new.value[:] = value[:self.value_size]
+        zero_special_fields(self.record, new.value)
         old = self.elems.get(key)
         try:
             _check_flags(old, flags)
         except KernelError:
             self.lru.push_free(new)
             raise
-        new.seq = self._next_seq()
         self.elems[key] = new
-        self._invalidate()
+        if old is not None:
+            self.walk.unlink(key, old)
+        self.walk.link(key, new)
         if old is not None:
             new.ref = True
+            self._release_fields(old)
             self._unmap(old)
             self.lru.push_free(old)
 
@@ -501,6 +504,5 @@ class LruPercpuHtabMap(_LruMixin, PercpuHtabMap):
                 self.lru.push_free(new)
             return
         self._pcpu_init(new, value, onallcpus)
-        new.seq = self._next_seq()
         self.elems[key] = new
-        self._invalidate()
+        self.walk.link(key, new)

@@ -8,8 +8,6 @@ values buffer, and elements a deleting batch already removed stay removed.
 """
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-
 from fakekernel.errors import Errno, KernelError
 from fakekernel.maps.batch import check_batch_elem_flags
 from uapi.ffi import ffi
@@ -35,23 +33,23 @@ def htab_lookup_and_delete_batch(htab, task, attr, ctx, do_delete: bool) -> int:
         raise KernelError(Errno.ENOENT, "in_batch past the last bucket")
 
     ks, vs = htab.key_size, htab.sys_value_size
-    order, _, buckets = htab._walk_order()
-    pos = bisect_left(buckets, batch)
+    walk = htab.walk
+    walk.sync()
     total = 0
     err = None
     while True:
-        if pos >= len(order):               # only empty buckets left: walk off the end
+        nb = walk.next_bucket(batch)
+        if nb is None:                      # only empty buckets left: walk off the end
             batch = htab.n_buckets
             err = Errno.ENOENT
             break
-        batch = buckets[pos]
-        end = bisect_right(buckets, batch, pos)
-        cnt = end - pos
+        batch = nb
+        keys = walk.bucket_keys(batch)
+        cnt = len(keys)
         if cnt > max_count - total:
             if total == 0:
                 err = Errno.ENOSPC
             break
-        keys = order[pos:end]
         values = [htab._copy_value(htab.elems[k]) for k in keys]
         if do_delete:
             for k in keys:
@@ -59,7 +57,6 @@ def htab_lookup_and_delete_batch(htab, task, attr, ctx, do_delete: bool) -> int:
         task.mm.copy_to_user(b.keys + total * ks, b"".join(keys))       # EFAULT: count stays 0
         task.mm.copy_to_user(b.values + total * vs, b"".join(values))
         total += cnt
-        pos = end
         batch += 1
         if batch >= htab.n_buckets:
             err = Errno.ENOENT

@@ -37,9 +37,29 @@ def _final(a: int, b: int, c: int) -> int:
     return c
 
 
+def _final_inline(a: int, b: int, c: int) -> int:
+    """__jhash_final() with the rotations written out (the per-element cost of a hash
+    table walk is mostly this)."""
+    m = _M
+    c = ((c ^ b) - (((b << 14) | (b >> 18)) & m)) & m
+    a = ((a ^ c) - (((c << 11) | (c >> 21)) & m)) & m
+    b = ((b ^ a) - (((a << 25) | (a >> 7)) & m)) & m
+    c = ((c ^ b) - (((b << 16) | (b >> 16)) & m)) & m
+    a = ((a ^ c) - (((c << 4) | (c >> 28)) & m)) & m
+    b = ((b ^ a) - (((a << 14) | (a >> 18)) & m)) & m
+    return ((c ^ b) - (((b << 24) | (b >> 8)) & m)) & m
+
+
 def jhash2(key: bytes, initval: int) -> int:
     """jhash2(): `key` is a whole number of little-endian u32 words."""
     n = len(key) // _WORD
+    if n == 1:                      # u32 keys, the common case: one word into a
+        a = b = c = (JHASH_INITVAL + _WORD + initval) & _M
+        return _final_inline((a + int.from_bytes(key, "little")) & _M, b, c)
+    if n == 2:
+        a = b = c = (JHASH_INITVAL + 2 * _WORD + initval) & _M
+        return _final_inline((a + int.from_bytes(key[:_WORD], "little")) & _M,
+                             (b + int.from_bytes(key[_WORD:], "little")) & _M, c)
     words = [int.from_bytes(key[i * _WORD:(i + 1) * _WORD], "little") for i in range(n)]
     a = b = c = (JHASH_INITVAL + (n << 2) + initval) & _M
     i = 0
