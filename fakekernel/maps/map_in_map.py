@@ -7,7 +7,8 @@ flags, max_entries, BTF) is copied into an `InnerMapMeta`; the template itself i
 kept.  Userspace stores a map *fd* (u32 value) and reads back the map *id*; an update
 takes a plain reference on the inner map (not a user reference) and only accepts maps the
 template's type finds equal (`map_meta_equal`).  Replacing or deleting an element, and
-freeing the outer map, drop the reference.
+freeing the outer map, drop the reference.  A program's lookup gets the inner map itself (a
+map pointer, which the verifier types by the template) to pass to the map helpers.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class InnerMapMeta:
     max_entries: int
     spin_lock_off: int | None = None
     btf: object = None
+    name: bytes = b""           # not copied from the template (the verifier log shows none)
 
     def free(self) -> None:
         btf, self.btf = self.btf, None
@@ -93,6 +95,11 @@ class _MapOfMaps:
             raise KernelError(Errno.EINVAL, "inner map does not match the template")
         return inner.get()
 
+    def _inner_ptr(self, inner) -> int:
+        """The value a program's lookup sees: the inner map as a map pointer (what LD_IMM64 of
+        a map fd gives), so the program can pass it to the map helpers."""
+        return self.kern.mem.map_object(inner) if inner is not None else 0
+
     def _free_meta(self) -> None:
         if self.inner_map_meta is not None:
             self.inner_map_meta.free()
@@ -131,8 +138,10 @@ class ArrayOfMaps(_MapOfMaps, ArrayMap):
         super().map_free()
 
     def map_lookup_elem(self, key: bytes) -> int:
-        """array_of_map_lookup_elem() gives programs the inner map (not modelled: NULL)."""
-        return 0
+        """array_of_map_lookup_elem(): the inner map's pointer, NULL for an empty slot."""
+        index = int.from_bytes(key[:U32_SIZE], "little")
+        inner = self.ptrs[index] if index < self.max_entries else None
+        return self._inner_ptr(inner)
 
     def map_update_elem(self, key: bytes, value: bytes, flags: int) -> None:
         raise KernelError(Errno.EINVAL, "maps of maps are updated from userspace only")
@@ -197,9 +206,17 @@ class HashOfMaps(_MapOfMaps, HtabMap):
             m.put()
         super().map_free()
 
+    def map_mem_usage(self) -> int:
+        """htab_map_mem_usage(): fd hashes have no per-CPU extra elements on 6.18
+        (htab_has_extra_elems() excludes them; the update replaces the value in place)."""
+        usage = super().map_mem_usage()
+        if self.prealloc:
+            usage -= self.elem_size * self.kern.nr_cpus      # (the extra_elems pointers stay)
+        return usage
+
     def map_lookup_elem(self, key: bytes) -> int:
-        """htab_of_map_lookup_elem() gives programs the inner map (not modelled: NULL)."""
-        return 0
+        """htab_of_map_lookup_elem(): the inner map's pointer, NULL for a missing key."""
+        return self._inner_ptr(self.inner.get(bytes(key[:self.key_size])))
 
     def map_update_elem(self, key: bytes, value: bytes, flags: int) -> None:
         raise KernelError(Errno.EINVAL, "maps of maps are updated from userspace only")
