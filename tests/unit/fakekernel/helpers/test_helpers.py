@@ -94,7 +94,10 @@ def test_probe_read_kernel_faults_give_efault_and_zeroes():
     src = k.mem.map_region(bytearray(b"abcdefgh"), "stack", "src")
     fn = HELPERS[FuncId.probe_read_kernel]
     assert fn(_env(k), dst.base, 8, src.base, 0, 0) == 0 and bytes(dst.buf) == b"abcdefgh"
-    assert fn(_env(k), dst.base, 8, 0x1000, 0, 0) == neg_errno(Errno.EFAULT)
+    assert fn(_env(k), dst.base, 8, 0x1000, 0, 0) == neg_errno(Errno.ERANGE)     # a user address
+    assert bytes(dst.buf) == bytes(8)
+    dst.buf[:] = b"\xff" * 8
+    assert fn(_env(k), dst.base, 8, 0xFFFF888000000000, 0, 0) == neg_errno(Errno.EFAULT)   # unmapped
     assert bytes(dst.buf) == bytes(8)
 
 
