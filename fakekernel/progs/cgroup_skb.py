@@ -19,6 +19,7 @@ CG_SKB_FUNCS = frozenset({
     FuncId.sk_storage_delete, FuncId.sk_storage_get, FuncId.skb_ancestor_cgroup_id, FuncId.skb_cgroup_id,
     FuncId.skb_ecn_set_ce, FuncId.skb_load_bytes, FuncId.skb_load_bytes_relative, FuncId.skc_lookup_tcp,
     FuncId.tcp_sock,
+    FuncId.perf_event_output,       # bpf_skb_event_output_proto
 })
 # verdicts: 1 = allow, 0 = drop; egress may also return congestion notification bits (NET_XMIT_CN)
 _INGRESS_RANGE = (0, 1)

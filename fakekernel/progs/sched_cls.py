@@ -28,6 +28,7 @@ TC_CLS_ACT_FUNCS = frozenset({
     FuncId.skc_lookup_tcp, FuncId.tcp_check_syncookie, FuncId.tcp_gen_syncookie,
     FuncId.tcp_raw_check_syncookie_ipv4, FuncId.tcp_raw_check_syncookie_ipv6,
     FuncId.tcp_raw_gen_syncookie_ipv4, FuncId.tcp_raw_gen_syncookie_ipv6, FuncId.tcp_sock,
+    FuncId.perf_event_output,       # bpf_skb_event_output_proto
 })
 _WRITABLE = (F.mark, F.tc_index, F.priority, F.tc_classid, F.cb, F.tstamp, F.queue_mapping)
 _U8 = ffi.sizeof("__u8")

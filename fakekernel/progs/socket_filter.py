@@ -13,6 +13,7 @@ __all__ = ["VERIFIER_OPS", "SK_FILTER_FUNCS"]
 SK_FILTER_FUNCS = frozenset({
     FuncId.skb_load_bytes, FuncId.skb_load_bytes_relative, FuncId.get_socket_cookie,
     FuncId.get_socket_uid, FuncId.get_netns_cookie,
+    FuncId.perf_event_output,       # bpf_skb_event_output_proto
 })
 
 

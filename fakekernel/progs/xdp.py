@@ -20,6 +20,7 @@ XDP_FUNCS = frozenset({
     FuncId.tcp_raw_check_syncookie_ipv6, FuncId.tcp_raw_gen_syncookie_ipv4,
     FuncId.tcp_raw_gen_syncookie_ipv6, FuncId.xdp_adjust_head, FuncId.xdp_adjust_meta,
     FuncId.xdp_adjust_tail, FuncId.xdp_get_buff_len, FuncId.xdp_load_bytes, FuncId.xdp_store_bytes,
+    FuncId.perf_event_output,       # bpf_xdp_event_output_proto
 })
 _DATA = ffi.offsetof(XDP_MD, "data")
 _DATA_END = ffi.offsetof(XDP_MD, "data_end")

@@ -10,6 +10,10 @@ and answers only these; everything else is CONTINUEd to the real kernel:
   file there; an eventfd shows the same two numbers), ``flags`` are the target's real
   ones for that fd;
 * ``/sys/devices/system/cpu/{possible,online}``: ``0-N`` from ``kern.nr_cpus``;
+* tracefs ``events/<system>/<name>/{id,format}`` (under /sys/kernel/tracing and
+  /sys/kernel/debug/tracing) for the simulated kernel's trace events, and
+  ``/sys/bus/event_source/devices/<pmu>/{type,format/retprobe,format/ref_ctr_offset}`` for
+  its perf PMUs (software, tracepoint, kprobe, uprobe);
 * paths under the emulated bpffs mount: a pin cannot be opened (EIO, ``bpffs_obj_open``);
   a directory opens as a *snapshot*: a real directory mirroring its entries at open time
   (dirs as dirs, pins as empty files), so getdents works (``ls``); path calls relative to
@@ -38,6 +42,12 @@ PAGE_SIZE = 4096
 BPF_PROG_HDR = 96               # offsetof(struct bpf_prog, insns) on x86_64
 
 _FDINFO = re.compile(r"^/proc/(self|thread-self|\d+)(?:/task/(\d+))?/fdinfo/(\d+)$")
+_TRACEFS_EVENT = re.compile(r"^/sys/kernel(?:/debug)?/tracing/events/([^/]+)/([^/]+)/(id|format)$")
+_PMU_FILE = re.compile(r"^/sys/bus/event_source/devices/([^/]+)/(type|format/retprobe|"
+                       r"format/ref_ctr_offset)$")
+_PMU_FORMAT = {("kprobe", "format/retprobe"): "config:0\n",
+               ("uprobe", "format/retprobe"): "config:0\n",
+               ("uprobe", "format/ref_ctr_offset"): "config:32-63\n"}
 _CPU_FILES = ("/sys/devices/system/cpu/possible", "/sys/devices/system/cpu/online")
 
 
@@ -103,11 +113,36 @@ class VirtualFiles:
     def lookup(self, task, path: str, flags: int):
         if path.startswith("/proc/"):
             return self._fdinfo(task, path, flags)
+        if path.startswith(("/sys/kernel/tracing/", "/sys/kernel/debug/tracing/",
+                            "/sys/bus/event_source/")):
+            return None if flags & O_ACCMODE else self._tracing_file(path)
         if path in _CPU_FILES:
             if flags & O_ACCMODE:
                 return None                 # the real file refuses writers itself
             return cpu_range(self.kern.nr_cpus).encode()
         return None
+
+    def _tracing_file(self, path: str):
+        """tracefs events/<system>/<name>/{id,format} of the simulated kernel's trace events
+        (kernel/trace/trace_events.c) and the PMU type/format files of the perf PMUs it
+        registers (kernel/events/core.c type_show, the PMUs' format attributes)."""
+        m = _TRACEFS_EVENT.match(path)
+        if m is not None:
+            ev = self.kern.world.trace.events.lookup(m.group(1), m.group(2))
+            if ev is None:
+                return None
+            return (f"{ev.id}\n" if m.group(3) == "id" else ev.format()).encode()
+        m = _PMU_FILE.match(path)
+        if m is None:
+            return None
+        from fakekernel.perf.pmu import PMU_NAMES
+        pmu, what = m.group(1), m.group(2)
+        if pmu not in PMU_NAMES:
+            return None
+        if what == "type":
+            return f"{int(PMU_NAMES[pmu])}\n".encode()
+        text = _PMU_FORMAT.get((pmu, what))
+        return text.encode() if text is not None else None
 
     def _fdinfo(self, task, path: str, flags: int):
         m = _FDINFO.match(path)
@@ -143,6 +178,10 @@ class VirtualFiles:
         if flags & O_ACCMODE:
             return -Errno.EISDIR
         return self._snapshot(node, os.path.normpath(path))
+
+    def use_snapshot_root(self, path: str) -> None:
+        """Put snapshots under `path` (an existing empty directory, removed at close)."""
+        self._snapdir = path
 
     def _snapshot(self, node, bpffs_path: str) -> str:
         if self._snapdir is None:

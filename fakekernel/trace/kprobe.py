@@ -21,6 +21,7 @@ from fakekernel.bpf.link import BpfLink
 from fakekernel.bpf.link_primer import bpf_link_prime
 from fakekernel.errors import Errno, KernelError
 from fakekernel.trace.kallsyms import Kallsyms
+from fakekernel.trace.raw_tp import RawTracepoints
 from uapi.bpf import AttachType, KprobeMultiFlags, LinkType
 from uapi.ffi import ffi
 
@@ -171,6 +172,9 @@ class Tracing:
         self.fprobe = fprobe
         self.kallsyms = Kallsyms()
         self.fprobes: list[KprobeMultiLink] = []
+        self.raw_tp = RawTracepoints(kern)
+        from fakekernel.trace.events import TraceEvents
+        self.events = TraceEvents(kern)          # trace events (perf tracepoint events)
 
     # ---- ftrace / fprobe ----
     def ftrace_lookup_symbols(self, names: list[bytes]) -> list[int]:
@@ -195,7 +199,12 @@ class Tracing:
             self.fprobes.remove(link)
 
     def attached_objects(self) -> set:
-        return {o for link in self.fprobes for o in (link, link.prog) if o is not None}
+        return {o for link in self.fprobes for o in (link, link.prog) if o is not None} | \
+            self.raw_tp.attached_objects() | self.events.attached_objects()
+
+    def fire_tracepoint(self, name: str, args=(), *, task=None) -> list[int]:
+        """One hit of tracepoint `name`: the raw_tp programs attached to it run (their r0s)."""
+        return self.raw_tp.fire(name, args, task=task)
 
     # ---- firing ----
     def call(self, name: str, args=(), *, ret: int = 0, task=None) -> int:
@@ -231,12 +240,14 @@ class Tracing:
             entry = [lk for lk in links if not lk.flags & KprobeMultiFlags.KPROBE_MULTI_RETURN]
             for lk in entry:
                 runs += self._run(lk, f.addr, regs, False)
+            runs += self.events.run_kprobes(f.name, regs, is_return=False)   # perf kprobe PMU
             exits = [lk for lk in links if lk.flags & KprobeMultiFlags.KPROBE_MULTI_RETURN]
-            if exits:
+            if exits or self.events.kprobes(f.name, is_return=True):
                 regs.ax = ret & _U64_MASK
                 regs.ip = _CALLER_IP
                 for lk in exits:
                     runs += self._run(lk, f.addr, regs, True)
+                runs += self.events.run_kprobes(f.name, regs, is_return=True)
         finally:
             kern.current = saved
             for r in regions:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 from fakekernel import Kernel
-from fakekernel.fdtable import File
 from fakekernel.maps.stackmap import StackTraceMap
 from fakekernel.task import NOBODY
 from uapi import calls
@@ -58,11 +57,13 @@ def test_cgroup_array_update_error_leaves_slot(kernel):
     kernel.world.cgroup.rmdir(CG_BASE)
 
 
-def test_perf_event_array_perf_fd_is_not_modelled_eopnotsupp(kernel):
+def test_perf_event_array_holds_the_perf_event(kernel):
+    from uapi.perf_event import PerfSwId, PerfType, perf_attr_bytes
     fd = calls.map_create(kernel, MapType.PERF_EVENT_ARRAY, 4, 4, 2)
-    ev = kernel.current.files.install(File("perf_event"))
-    assert op(kernel, BpfCmd.MAP_UPDATE_ELEM, map_fd=fd, key=k32(0), value=k32(ev)) == -Errno.EOPNOTSUPP
-    assert not _obj(kernel, fd).ptrs
+    ev = kernel.perf_event_open(bytearray(perf_attr_bytes(type=PerfType.SOFTWARE,
+                                                          config=PerfSwId.BPF_OUTPUT)))
+    assert op(kernel, BpfCmd.MAP_UPDATE_ELEM, map_fd=fd, key=k32(0), value=k32(ev)) == 0
+    assert _obj(kernel, fd).fd_array_elem(0).event is _obj(kernel, ev)
     kernel.close(ev)
     kernel.close(fd)
 
