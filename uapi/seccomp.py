@@ -149,6 +149,7 @@ class Cbpf(enum.IntEnum):
     ABS = 0x20
     AND = 0x50
     JEQ = 0x10
+    JSET = 0x40
     K = 0x00
 
 
@@ -165,8 +166,14 @@ class NR_X86_64(enum.IntEnum):
     """The x86_64 syscall numbers the runner traps or issues (syscall_64.tbl)."""
     open = 2
     close = 3
+    stat = 4
+    lstat = 6
     access = 21
     dup = 32
+    socket = 41
+    bind = 49
+    getsockname = 51
+    setsockopt = 54
     statfs = 137
     fstatfs = 138
     mkdir = 83
@@ -176,10 +183,12 @@ class NR_X86_64(enum.IntEnum):
     mkdirat = 258
     epoll_ctl = 233
     unlinkat = 263
+    newfstatat = 262
     faccessat = 269
     dup3 = 292
     seccomp = 317
     bpf = 321
+    statx = 332
     pidfd_open = 434
     pidfd_getfd = 438
     faccessat2 = 439

@@ -6,6 +6,8 @@ Hand-written (frozen ABI):
 * *_MAGIC: include/uapi/linux/magic.h
 * `struct inotify_event`, IN_*: include/uapi/linux/inotify.h
 * AT_FDCWD / AT_REMOVEDIR: include/uapi/linux/fcntl.h
+* `struct stat` (x86_64) and `struct statx`: arch/x86/include/uapi/asm/stat.h, include/uapi/linux/stat.h
+* `struct flock`: include/uapi/asm-generic/fcntl.h (x86_64)
 * `struct epoll_event` (packed on x86_64), EPOLL_CTL_*: include/uapi/linux/eventpoll.h
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ import enum
 import cffi
 
 __all__ = ["ffi", "libc", "EPOLL_CTL_ADD", "EPOLL_CTL_DEL", "EPOLL_CTL_MOD", "EPOLLET", "FsMagic", "StFlag", "InMask", "IN_NONBLOCK", "IN_CLOEXEC",
-           "AT_FDCWD", "AT_REMOVEDIR", "NAME_MAX", "PATH_MAX"]
+           "AT_FDCWD", "AT_REMOVEDIR", "AT_EMPTY_PATH", "STATX_BASIC_STATS", "NAME_MAX", "PATH_MAX"]
 
 _CDEF = """
 typedef struct { int val[2]; } __kernel_fsid_t;
@@ -39,6 +41,64 @@ struct inotify_event {
     uint32_t cookie;
     uint32_t len;
     char name[];
+};
+struct stat {
+    unsigned long st_dev;
+    unsigned long st_ino;
+    unsigned long st_nlink;
+    unsigned int st_mode;
+    unsigned int st_uid;
+    unsigned int st_gid;
+    int __pad0;
+    unsigned long st_rdev;
+    long st_size;
+    long st_blksize;
+    long st_blocks;
+    unsigned long st_atime;
+    unsigned long st_atime_nsec;
+    unsigned long st_mtime;
+    unsigned long st_mtime_nsec;
+    unsigned long st_ctime;
+    unsigned long st_ctime_nsec;
+    long __unused[3];
+};
+struct statx_timestamp {
+    int64_t tv_sec;
+    uint32_t tv_nsec;
+    int32_t __reserved;
+};
+struct statx {
+    uint32_t stx_mask;
+    uint32_t stx_blksize;
+    uint64_t stx_attributes;
+    uint32_t stx_nlink;
+    uint32_t stx_uid;
+    uint32_t stx_gid;
+    uint16_t stx_mode;
+    uint16_t __spare0[1];
+    uint64_t stx_ino;
+    uint64_t stx_size;
+    uint64_t stx_blocks;
+    uint64_t stx_attributes_mask;
+    struct statx_timestamp stx_atime;
+    struct statx_timestamp stx_btime;
+    struct statx_timestamp stx_ctime;
+    struct statx_timestamp stx_mtime;
+    uint32_t stx_rdev_major;
+    uint32_t stx_rdev_minor;
+    uint32_t stx_dev_major;
+    uint32_t stx_dev_minor;
+    uint64_t stx_mnt_id;
+    uint32_t stx_dio_mem_align;
+    uint32_t stx_dio_offset_align;
+    uint64_t __spare3[12];
+};
+struct flock {
+    short l_type;
+    short l_whence;
+    long l_start;
+    long l_len;
+    int l_pid;
 };
 int inotify_init1(int flags);
 int inotify_add_watch(int fd, const char *pathname, uint32_t mask);
@@ -101,6 +161,8 @@ class InMask(enum.IntFlag, boundary=enum.KEEP):
 IN_NONBLOCK = 0o4000          # = O_NONBLOCK
 IN_CLOEXEC = 0o2000000        # = O_CLOEXEC
 
+AT_EMPTY_PATH = 0x1000
+STATX_BASIC_STATS = 0x7FF
 AT_FDCWD = -100
 AT_REMOVEDIR = 0x200
 

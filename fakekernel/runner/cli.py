@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 
 from fakekernel.runner.launch import LaunchError, launch
+from fakekernel.runner.preload import PreloadListener, is_dynamic, launch_preload
 from fakekernel.runner.supervisor import Supervisor
 from fakekernel.runner.trace import Tracer
 from uapi.seccomp import FilterFlag
@@ -35,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
                          "there after it")
     ap.add_argument("--trace", metavar="FILE",
                     help="write one line per intercepted syscall to FILE ('-' = stderr)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--preload", dest="preload", action="store_true", default=None,
+                      help="serve the command through LD_PRELOAD instead of seccomp "
+                           "notification (dynamically linked commands only)")
+    mode.add_argument("--no-preload", dest="preload", action="store_false",
+                      help="never fall back to LD_PRELOAD when seccomp notification is "
+                           "unavailable")
     ap.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     return ap
 
@@ -54,14 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     tracer = Tracer(trace_out) if trace_out is not None else None
     try:
         if args.state is None:
-            return run(cmd, tracer=tracer)
-        return _run_with_state(cmd, args.state, tracer)
+            return run(cmd, tracer=tracer, preload=args.preload)
+        return _run_with_state(cmd, args.state, tracer, args.preload)
     finally:
         if trace_out is not None and trace_out is not sys.stderr:
             trace_out.close()
 
 
-def _run_with_state(cmd: list[str], directory: str, tracer) -> int:
+def _run_with_state(cmd: list[str], directory: str, tracer, preload=None) -> int:
     from fakekernel import Kernel
     from fakekernel.state import StateError, StateLock, load_dir, save_dir
     try:
@@ -76,7 +85,7 @@ def _run_with_state(cmd: list[str], directory: str, tracer) -> int:
         except StateError as e:
             sys.stderr.write(f"fakekernel run: --state {directory}: {e}\n")
             return EXIT_RUNNER_FAILED
-        rc = run(cmd, kern=kern, tracer=tracer)
+        rc = run(cmd, kern=kern, tracer=tracer, preload=preload)
         try:
             warnings = save_dir(kern, directory)
         except (OSError, StateError) as e:
@@ -88,25 +97,38 @@ def _run_with_state(cmd: list[str], directory: str, tracer) -> int:
 
 
 def run(cmd: list[str], *, kern=None, tracer: Tracer | None = None, timeout: float | None = None,
-        lock=None, **popen_kw) -> int:
+        lock=None, preload: bool | None = None, **popen_kw) -> int:
     """Run `cmd` under the runner with `kern` (a fresh Kernel by default); its exit status.
 
     `timeout` (seconds): kill the command then and raise subprocess.TimeoutExpired once its
     process tree is gone.  `lock` is held whenever `kern` is used (share one Kernel between
-    threads).  Other keywords go to subprocess.Popen (stdin/stdout/stderr, cwd, env...).
+    threads).  `preload`: True serves the command through LD_PRELOAD (runner/preload.py),
+    False never does, None (default) falls back to it only when seccomp notification is
+    unavailable and the command is dynamically linked.  Other keywords go to
+    subprocess.Popen (stdin/stdout/stderr, cwd, env...).
     """
     from fakekernel import Kernel
     kern = kern if kern is not None else Kernel()
     try:
-        launched = launch(cmd, **popen_kw)
+        if preload:
+            exe = shutil.which(cmd[0]) or cmd[0]
+            if not is_dynamic(exe):
+                raise LaunchError(f"{exe} is statically linked (or not an executable): the "
+                                  f"LD_PRELOAD interception cannot serve it; run it without "
+                                  f"--preload (seccomp notification)")
+            launched = launch_preload(cmd, bpffs_mount=kern.bpffs_mount, **popen_kw)
+        else:
+            launched = _launch_or_fall_back(cmd, kern, preload, popen_kw)
     except LaunchError as e:
         sys.stderr.write(f"fakekernel run: {e}\n")
         return EXIT_RUNNER_FAILED
-    if not launched.flags & FilterFlag.WAIT_KILLABLE_RECV:
+    if launched.flags and not launched.flags & FilterFlag.WAIT_KILLABLE_RECV:
         sys.stderr.write("fakekernel run: warning: kernel < 5.19 (no WAIT_KILLABLE_RECV): a "
                          "bpf() interrupted by a signal may have its side effects repeated\n")
     proc = launched.proc
     sup = Supervisor(kern, launched.listener, tracer=tracer, lock=lock)
+    if isinstance(launched.listener, PreloadListener):
+        launched.listener.attach(sup)
     status: list[int] = []
     expired: list[bool] = []
 
@@ -152,3 +174,20 @@ def run(cmd: list[str], *, kern=None, tracer: Tracer | None = None, timeout: flo
         raise subprocess.TimeoutExpired(cmd, timeout)
     rc = status[0]
     return 128 - rc if rc < 0 else rc
+
+
+def _launch_or_fall_back(cmd: list[str], kern, preload, popen_kw):
+    """seccomp notification first; where it cannot reach bpf() here, LD_PRELOAD for a
+    dynamically linked command (saying so), else the seccomp error with its fix."""
+    try:
+        return launch(cmd, **popen_kw)
+    except LaunchError as e:
+        if preload is False or not e.seccomp_unavailable:
+            raise
+        exe = shutil.which(cmd[0]) or cmd[0]
+        if not is_dynamic(exe):
+            raise LaunchError(f"{e}; {exe} is statically linked, so the LD_PRELOAD fallback "
+                              f"cannot serve it either") from None
+        sys.stderr.write(f"fakekernel run: {e}\nfakekernel run: falling back to LD_PRELOAD "
+                         f"interception (libc calls of dynamically linked programs only)\n")
+        return launch_preload(cmd, bpffs_mount=kern.bpffs_mount, **popen_kw)

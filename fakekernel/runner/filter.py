@@ -7,6 +7,8 @@ everything else is ALLOWed inside the kernel at no cost.  On x86_64 the x32 vari
 from __future__ import annotations
 
 from uapi.perf_event import NR_ioctl, NR_perf_event_open
+from uapi.netlink import AF_NETLINK, NETLINK_ROUTE, SOL_NETLINK
+from uapi.vfs import AT_EMPTY_PATH
 from uapi.seccomp import (NR_I386, NR_X86_64, X32_SYSCALL_BIT, AuditArch, Cbpf, SeccompRet, ffi,
                           sock_filter_bytes)
 
@@ -15,20 +17,36 @@ __all__ = ["TRAPPED_X86_64", "TRAPPED_I386", "build_filter"]
 # what the supervisor answers (supervisor.py dispatches on the same numbers)
 TRAPPED_X86_64 = (NR_X86_64.bpf, NR_X86_64.statfs, NR_X86_64.fstatfs, NR_X86_64.mkdir,
                   NR_X86_64.mkdirat, NR_X86_64.unlink, NR_X86_64.unlinkat, NR_X86_64.rmdir,
-                  NR_X86_64.openat, NR_X86_64.open, NR_X86_64.epoll_ctl, NR_perf_event_open)
+                  NR_X86_64.openat, NR_X86_64.open, NR_X86_64.epoll_ctl, NR_perf_event_open,
+                  NR_X86_64.stat, NR_X86_64.lstat, NR_X86_64.access, NR_X86_64.faccessat,
+                  NR_X86_64.faccessat2)
 # ioctl(2) is trapped only for perf event requests (_IOC type '$'): cBPF cannot see what an
 # fd is, so the supervisor CONTINUEs those on fds it does not own; other ioctls never stop
 _IOCTL_TYPE_MASK = 0xFF00
 _PERF_IOC_TYPE = ord("$") << 8
 TRAPPED_I386 = (NR_I386.bpf,)
+# syscalls trapped only when some arguments (low 32 bits) have given values:
+# socket(AF_NETLINK, *, NETLINK_ROUTE) — rtnetlink is emulated (runner/netlink.py) —, and
+# setsockopt(fd, SOL_NETLINK, ...) on such sockets; bind/getsockname are trapped whole
+# (rare calls) and CONTINUE on sockets that are not ours
+TRAPPED_IF_ARGS_X86_64 = {NR_X86_64.socket: ((0, AF_NETLINK), (2, NETLINK_ROUTE)),
+                          NR_X86_64.setsockopt: ((1, SOL_NETLINK),)}
+TRAPPED_X86_64 += (NR_X86_64.bind, NR_X86_64.getsockname)
+# syscalls trapped unless an argument has a flag: fstatat/statx with AT_EMPTY_PATH are
+# fstat(2) in disguise (glibc's fstat is one) and name no path -- half of all stat calls
+TRAPPED_UNLESS_FLAG_X86_64 = {NR_X86_64.newfstatat: (3, AT_EMPTY_PATH),
+                              NR_X86_64.statx: (2, AT_EMPTY_PATH)}
 
 _LD_ABS = Cbpf.LD | Cbpf.W | Cbpf.ABS
 _JEQ_K = Cbpf.JMP | Cbpf.JEQ | Cbpf.K
+_JSET_K = Cbpf.JMP | Cbpf.JSET | Cbpf.K
 _AND_K = Cbpf.ALU | Cbpf.AND | Cbpf.K
 _RET_K = Cbpf.RET | Cbpf.K
 _OFF_NR = ffi.offsetof("struct seccomp_data", "nr")
 _OFF_ARCH = ffi.offsetof("struct seccomp_data", "arch")
 _OFF_ARG1 = ffi.offsetof("struct seccomp_data", "args") + ffi.sizeof("uint64_t")  # low half
+_OFF_ARGS = ffi.offsetof("struct seccomp_data", "args")
+_ARG_SIZE = ffi.sizeof("uint64_t")
 _U32 = 0xFFFFFFFF
 
 
@@ -39,6 +57,8 @@ def build_filter(x86_64: tuple[int, ...] = TRAPPED_X86_64,
     Layout (jumps are relative, resolved from labels):
         ld [arch]; jeq X86_64 ? fallthrough : L32
         ld [nr]; and ~X32_BIT; jeq nr_i ? NOTIF : next ...
+        per TRAPPED_IF_ARGS: jeq nr ? : skip; ld [args[a]]; jeq v ? next : ALLOW ...; ret NOTIF
+        per TRAPPED_UNLESS_FLAG: jeq nr ? : skip; ld [args[a]]; jset flag ? ALLOW : NOTIF
         jeq ioctl ? fallthrough : ALLOW; ld [args[1]]; and 0xff00; jeq '$'<<8 ? NOTIF : ALLOW
         ret ALLOW
     L32: jeq I386 ? fallthrough : ALLOW; ld [nr]; jeq nr_j ? NOTIF : next ...
@@ -57,6 +77,22 @@ def build_filter(x86_64: tuple[int, ...] = TRAPPED_X86_64,
     emit(_AND_K, ~X32_SYSCALL_BIT)
     for nr in x86_64:
         emit(_JEQ_K, nr, "NOTIF", 0)
+    for i, (nr, conds) in enumerate(TRAPPED_IF_ARGS_X86_64.items()):
+        skip = f"ARGS{i + 1}"
+        emit(_JEQ_K, nr, 0, skip)
+        for argno, value in conds:          # little endian: the low half comes first
+            emit(_LD_ABS, _OFF_ARGS + argno * _ARG_SIZE)
+            emit(_JEQ_K, value, 0, "ALLOW")
+        emit(_RET_K, SeccompRet.USER_NOTIF)
+        labels[skip] = len(prog)
+        emit(_LD_ABS, _OFF_NR)
+        emit(_AND_K, ~X32_SYSCALL_BIT)
+    for i, (nr, (argno, flag)) in enumerate(TRAPPED_UNLESS_FLAG_X86_64.items()):
+        skip = f"FLAG{i + 1}"
+        emit(_JEQ_K, nr, 0, skip)
+        emit(_LD_ABS, _OFF_ARGS + argno * _ARG_SIZE)
+        emit(_JSET_K, flag, "ALLOW", "NOTIF")
+        labels[skip] = len(prog)
     if trap_perf_ioctl:
         emit(_JEQ_K, NR_ioctl, 0, "ALLOW")
         emit(_LD_ABS, _OFF_ARG1)

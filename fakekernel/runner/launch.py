@@ -133,7 +133,13 @@ int main(int argc, char **argv)
 
 
 class LaunchError(RuntimeError):
-    """The target could not be started under the runner; the message names cause and fix."""
+    """The target could not be started under the runner; the message names cause and fix.
+    `seccomp_unavailable`: the cause is that seccomp notification cannot reach bpf() here
+    (the LD_PRELOAD fallback may serve a dynamically linked target instead)."""
+
+    def __init__(self, message: str, *, seccomp_unavailable: bool = False):
+        super().__init__(message)
+        self.seccomp_unavailable = seccomp_unavailable
 
 
 @attrs.define
@@ -166,10 +172,16 @@ def compiled_trampoline() -> str | None:
     """The path of the C trampoline, compiling it on first use; None without a compiler."""
     if os.environ.get("FAKEKERNEL_TRAMPOLINE") == "python":
         return None
+    return compiled_c(_C_SOURCE, "fakekernel-exec")
+
+
+def compiled_c(source: str, stem: str, cc_args: tuple[str, ...] = ()) -> str | None:
+    """`source` built with the system C compiler into the per-user cache (named by `stem`
+    and the source's hash, built once, atomically); None without a compiler."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    tag = hashlib.sha256(_C_SOURCE.encode()).hexdigest()[:16]
+    tag = hashlib.sha256(source.encode() + repr(cc_args).encode()).hexdigest()[:16]
     for d in _cache_dirs():
-        exe = os.path.join(d, f"fakekernel-exec-{tag}")
+        exe = os.path.join(d, f"{stem}-{tag}")
         if os.access(exe, os.X_OK) and _private_dir(d):
             return exe
     if cc is None:
@@ -177,13 +189,13 @@ def compiled_trampoline() -> str | None:
     for d in _cache_dirs():
         if not _private_dir(d):
             continue
-        exe = os.path.join(d, f"fakekernel-exec-{tag}")
-        src = os.path.join(d, f"fakekernel-exec-{tag}.{os.getpid()}.c")
+        exe = os.path.join(d, f"{stem}-{tag}")
+        src = os.path.join(d, f"{stem}-{tag}.{os.getpid()}.c")
         tmp = exe + f".{os.getpid()}.tmp"
         try:
             with open(src, "w") as fh:
-                fh.write(_C_SOURCE)
-            with _POPEN([cc, "-O2", "-o", tmp, src], stdout=subprocess.PIPE,
+                fh.write(source)
+            with _POPEN([cc, "-O2", *cc_args, "-o", tmp, src], stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE) as cc_proc:
                 cc_proc.communicate()
             if cc_proc.returncode != 0:
@@ -265,7 +277,7 @@ def _handshake(sock: socket.socket, proc: subprocess.Popen) -> Launched:
         why = _SECCOMP_ERRORS.get(err, os.strerror(err)) if words[1] == "seccomp" else \
             f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(err)}"
         raise LaunchError(f"cannot install the seccomp listener ({words[1]}: "
-                          f"{os.strerror(err)}): {why}")
+                          f"{os.strerror(err)}): {why}", seccomp_unavailable=True)
     listener = Listener(fds[0])
     flags = int(words[1])
     listener.set_sync_wakeup()
@@ -305,5 +317,5 @@ def _handshake(sock: socket.socket, proc: subprocess.Popen) -> Launched:
             f"{Errno(err).name if err in Errno._value2member_map_ else err}): an outer seccomp "
             f"filter answers bpf() first -- Docker's default profile returns EPERM for it. "
             f"Run the container with `--security-opt seccomp=unconfined` (or a profile that "
-            f"allows bpf), or `--cap-add BPF`")
+            f"allows bpf), or `--cap-add BPF`", seccomp_unavailable=True)
     return Launched(proc=proc, listener=listener, flags=flags)

@@ -25,17 +25,23 @@ Objects that userspace maps (BPF_F_MMAPABLE arrays — global data —, ring buf
 exception: their descriptions are re-opens of the object's OWN memfd, whose file offsets
 are the kernel's mmap offsets (see fakekernel/syscall/map_mmap.py), so mmap(2) of the fd
 in the target maps the very pages the emulator reads and writes, natively, untrapped.
-All Files of such an object share one inode, so a close event cannot tell which
-description died; instead every close event on that inode recounts the target side's
-references (fds in /proc/*/fd, mappings in /proc/*/maps), and when none is left every File
-handed out for the object is put.  Until then the object keeps all of them: closing one of
-two fds of an mmap()able map releases nothing yet (unobservable, as another fd still holds
-the object).  Which File a target fd stands for is chosen by the description's access mode
+All Files of such an object share one inode, so inotify may merge two of their close
+events into one, and cannot say which description died.  Each such description therefore
+carries an OFD lock (fcntl F_OFD_SETLK) on a byte of its own, far beyond the data: the
+lock lives exactly as long as the description (every dup, fork, SCM_RIGHTS copy and
+mapping of it), and F_OFD_GETLK on our own fd tells whether it is still there.  A close
+event on the inode checks every File of the object that way; a File whose lock is gone is
+put.  (fsnotify reports the close just before __fput drops the locks, so a File found
+still locked is checked again after the next events or syscall.)  Which File a target fd
+stands for, when several share the inode, is chosen by the description's access mode
 (/proc/<tid>/fdinfo "flags").
 """
 from __future__ import annotations
 
+import fcntl
 import os
+import stat
+import time
 
 import attrs
 
@@ -51,6 +57,8 @@ OTHER_FILE_KIND = "other"           # an fd the emulator does not own (pipe, tty
 _FD_MAX = 1 << 31
 _EVENT_HDR = vfs_ffi.sizeof("struct inotify_event")
 _CLOSE = InMask.CLOSE_WRITE | InMask.CLOSE_NOWRITE
+_RECHECK_S = 0.05
+_LOCK_BASE = 1 << 40            # lock bytes far past any data (locks are advisory, any offset)
 
 
 @attrs.define(eq=False)
@@ -67,15 +75,26 @@ class _Backing:
 class _SharedBacking:
     """The object's own memfd, behind every File of an mmap()able object in targets."""
 
-    files: list                                            # the Files handed out
+    files: list                                            # [(File, lock slot)]
     wd: int
     key: tuple[int, int]
+    check_fd: int                                          # ours, for F_OFD_GETLK
+    next_slot: int = 0
 
     def file_for(self, accmode: int | None) -> File:
-        for f in self.files:
+        for f, _ in self.files:
             if accmode is None or f.f_flags & O_ACCMODE == accmode:
                 return f
-        return self.files[0]
+        return self.files[0][0]
+
+
+def _ofd_lock(fd: int, slot: int, cmd: int, ltype: int) -> int:
+    """F_OFD_SETLK / F_OFD_GETLK on the byte of `slot`; GETLK returns the l_type found."""
+    fl = vfs_ffi.new("struct flock *", {"l_type": ltype, "l_whence": os.SEEK_SET,
+                                        "l_start": _LOCK_BASE + slot, "l_len": 1})
+    out = fcntl.fcntl(fd, cmd, bytes(vfs_ffi.buffer(fl)))
+    vfs_ffi.memmove(fl, out, len(out))
+    return fl.l_type
 
 
 class RemoteFiles:
@@ -89,7 +108,12 @@ class RemoteFiles:
         self._by_wd: dict[int, _Backing] = {}
         self._shared: dict[tuple[int, int], _SharedBacking] = {}
         self._shared_by_wd: dict[int, _SharedBacking] = {}
+        self._pending: set = set()          # shared backings to check again
+        self._last_recheck = 0.0
         self.overflows = 0
+        # fds the emulator did not hand out but still gives meaning to (a cgroup2 directory
+        # the target opened natively): (st_dev, st_ino, path) -> File | None
+        self.foreign = None
 
     def open_description(self, file: File) -> int:
         """A new open file description for `file` in *our* process (the caller closes it
@@ -116,9 +140,10 @@ class RemoteFiles:
     def abandon(self, file: File) -> None:
         """The description opened for `file` never reached the target: forget it (its close
         event, if any, arrives for a watch we no longer know) and drop the File's reference."""
-        sb = next((sb for sb in self._shared.values() if any(f is file for f in sb.files)), None)
+        sb = next((sb for sb in self._shared.values() if any(f is file for f, _ in sb.files)),
+                  None)
         if sb is not None:
-            sb.files = [f for f in sb.files if f is not file]
+            sb.files = [(f, slot) for f, slot in sb.files if f is not file]
             if not sb.files:
                 self._forget_shared(sb)
             file.put()
@@ -147,23 +172,57 @@ class RemoteFiles:
             wd = vfs_libc.inotify_add_watch(self.inotify, f"/proc/self/fd/{shm}".encode(), _CLOSE)
             if wd < 0:
                 raise OSError(vfs_ffi.errno, "inotify_add_watch")
-            sb = _SharedBacking(files=[], wd=wd, key=key)
+            check_fd = os.open(f"/proc/self/fd/{shm}", os.O_RDWR | os.O_CLOEXEC)
+            sb = _SharedBacking(files=[], wd=wd, key=key, check_fd=check_fd)
             self._shared[key] = sb
             self._shared_by_wd[wd] = sb
-        fd = os.open(f"/proc/self/fd/{shm}", (file.f_flags & O_ACCMODE) | os.O_CLOEXEC)
-        sb.files.append(file)
+        accmode = file.f_flags & O_ACCMODE
+        fd = os.open(f"/proc/self/fd/{shm}", accmode | os.O_CLOEXEC)
+        slot, sb.next_slot = sb.next_slot, sb.next_slot + 1
+        try:        # a read lock needs a readable description, a write lock a writable one
+            _ofd_lock(fd, slot, fcntl.F_OFD_SETLK,
+                      fcntl.F_WRLCK if accmode == os.O_WRONLY else fcntl.F_RDLCK)
+        except OSError:
+            os.close(fd)
+            raise
+        sb.files.append((file, slot))
         return fd
 
     def _forget_shared(self, sb: _SharedBacking) -> None:
+        self._pending.discard(sb)
         vfs_libc.inotify_rm_watch(self.inotify, sb.wd)
+        os.close(sb.check_fd)
         del self._shared[sb.key], self._shared_by_wd[sb.wd]
 
     def _shared_event(self, sb: _SharedBacking) -> None:
-        if _inode_in_use(sb.key):
+        """A description of the object closed: put the Files whose lock went with it."""
+        alive = []
+        for f, slot in sb.files:
+            if _ofd_lock(sb.check_fd, slot, fcntl.F_OFD_GETLK, fcntl.F_WRLCK) != fcntl.F_UNLCK:
+                alive.append((f, slot))
+            else:
+                f.put()
+        sb.files = alive
+        if not alive:
+            self._forget_shared(sb)
+        else:
+            self._pending.add(sb)       # the closing __fput may not have dropped its lock yet
+
+    def _recheck_shared(self, events: int) -> None:
+        """Check again the objects a close event left with live Files: after any batch of
+        events, else at most every _RECHECK_S seconds."""
+        if not self._pending:
             return
-        self._forget_shared(sb)
-        for f in sb.files:
-            f.put()
+        now = time.monotonic()
+        if not events and now - self._last_recheck < _RECHECK_S:
+            return
+        self._last_recheck = now
+        for sb in list(self._pending):
+            self._pending.discard(sb)
+            if sb.key in self._shared:
+                self._shared_event(sb)
+        if not events:
+            self._pending.clear()       # one late look is enough once the closer is done
 
     # ---- close events ----
     def process_events(self) -> int:
@@ -173,6 +232,7 @@ class RemoteFiles:
             try:
                 buf = os.read(self.inotify, 64 * 1024)
             except BlockingIOError:
+                self._recheck_shared(n)
                 return n
             off = 0
             while off < len(buf):
@@ -204,7 +264,7 @@ class RemoteFiles:
 
     def live_files(self) -> list[File]:
         return [b.file for b in self._by_key.values()] + \
-            [f for sb in self._shared.values() for f in sb.files]
+            [f for sb in self._shared.values() for f, _ in sb.files]
 
     def close(self) -> None:
         """Supervisor exit: every target is gone; drop whatever close events did not report."""
@@ -214,7 +274,7 @@ class RemoteFiles:
             b.file.put()
         for sb in list(self._shared.values()):
             self._forget_shared(sb)
-            for f in sb.files:
+            for f, _ in sb.files:
                 f.put()
         os.close(self.inotify)
 
@@ -269,6 +329,13 @@ class RemoteFdTable:
         if st is None:
             return None
         f = self.files.lookup_key((st.st_dev, st.st_ino), lambda: _fd_accmode(self.tid, fd))
+        if f is None and self.files.foreign is not None and stat.S_ISDIR(st.st_mode):
+            try:
+                path = os.readlink(f"/proc/{self.tid}/fd/{fd}")
+            except OSError:
+                path = None
+            if path is not None:
+                f = self.files.foreign(st.st_dev, st.st_ino, path)
         return f if f is not None else File(kind=OTHER_FILE_KIND)
 
     def fdget(self, fd: int) -> File:
@@ -310,29 +377,3 @@ def _fd_accmode(tid: int, fd: int) -> int | None:
     except (OSError, ValueError):
         pass
     return None
-
-
-def _inode_in_use(key: tuple[int, int]) -> bool:
-    """Does any process but us hold inode `key` — as an fd or as a mapping?"""
-    dev, ino = key
-    maps_dev = f"{os.major(dev):02x}:{os.minor(dev):02x}".encode()
-    me = str(os.getpid())
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or entry.name == me:
-            continue
-        try:
-            for fd in os.scandir(f"/proc/{entry.name}/fd"):
-                try:
-                    st = os.stat(fd.path)
-                except OSError:
-                    continue
-                if st.st_ino == ino and st.st_dev == dev:
-                    return True
-            with open(f"/proc/{entry.name}/maps", "rb") as fh:
-                for line in fh:
-                    parts = line.split(None, 5)
-                    if len(parts) >= 5 and parts[4] == str(ino).encode() and parts[3] == maps_dev:
-                        return True
-        except OSError:
-            continue
-    return False

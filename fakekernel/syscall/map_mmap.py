@@ -95,6 +95,9 @@ def user_memfd(obj) -> int | None:
     """The memfd whose file offsets are `obj`'s user mmap offsets, for objects userspace may
     map (a BPF_F_MMAPABLE array's values, a ring buffer's pages); None for everything else.
     The runner hands targets re-opens of it, so their mmap(2) needs no emulation."""
+    own = getattr(obj, "user_memfd", None)       # non-map objects that say so (perf events)
+    if own is not None and not isinstance(obj, BpfMap):
+        return own()
     if not isinstance(obj, BpfMap) or obj.freed or _map_mmap_op(obj) is None:
         return None
     memfd = getattr(obj, "memfd", None)

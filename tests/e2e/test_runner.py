@@ -72,26 +72,7 @@ def _world_runnable(path: str) -> bool:
 
 # ---------------------------------------------------------------- C client
 
-C_EXPECTED = """\
-map_create hash: 3
-readlink has bpf-map: 1
-update 1->2: 0
-update 1 NOEXIST: -1 EEXIST
-lookup 1: 0 value 2
-lookup 7 (missing): -1 ENOENT
-lookup on /dev/null fd: -1 EINVAL
-lookup on closed fd 900: -1 EBADF
-unknown command 9999: -1 EINVAL
-dup: 4, F_DUPFD_CLOEXEC 10: 10
-lookup through dup after close: 0 value 2
-get_fd_by_id while open: fd
-get_fd_by_id after last close: -1 ENOENT
-map_create array: 3
-child lookup 0: 0 value 5
-child update 1->6: 0
-parent lookup 1 after child: 0 value 6
-array lookup 4 (out of range): -1 ENOENT
-"""
+C_EXPECTED = (HERE / "runner_client.expected").read_text()   # also test_runner_fallback.py
 
 
 @pytest.fixture(scope="module")

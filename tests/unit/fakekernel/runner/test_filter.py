@@ -3,35 +3,11 @@ from __future__ import annotations
 
 import pytest
 
+from cbpfutil import run_filter
 from fakekernel.runner.filter import build_filter
 from uapi.seccomp import (NR_I386, NR_X86_64, X32_SYSCALL_BIT, AuditArch, Cbpf, SeccompRet,
                           ffi)
 
-_OFF_NR = ffi.offsetof("struct seccomp_data", "nr")
-_OFF_ARCH = ffi.offsetof("struct seccomp_data", "arch")
-
-
-def run_filter(prog: bytes, arch: int, nr: int) -> int:
-    insns = ffi.from_buffer("struct sock_filter[]", prog)
-    n = len(prog) // ffi.sizeof("struct sock_filter")
-    data = {_OFF_NR: nr & 0xFFFFFFFF, _OFF_ARCH: arch}
-    a, pc = 0, 0
-    for _ in range(1000):
-        assert 0 <= pc < n, "fell off the filter"
-        i = insns[pc]
-        cls = i.code & 0x07
-        if i.code == Cbpf.LD | Cbpf.W | Cbpf.ABS:
-            a = data[i.k]
-        elif i.code == Cbpf.ALU | Cbpf.AND | Cbpf.K:
-            a &= i.k
-        elif i.code == Cbpf.JMP | Cbpf.JEQ | Cbpf.K:
-            pc += i.jt if a == i.k else i.jf
-        elif cls == Cbpf.RET:
-            return i.k
-        else:
-            raise AssertionError(f"unexpected opcode {i.code:#x}")
-        pc += 1
-    raise AssertionError("loop")
 
 
 PROG = build_filter()
@@ -57,3 +33,35 @@ def test_filter_i386_only_bpf_notifies():
 
 def test_filter_unknown_arch_allowed():
     assert run_filter(PROG, 0xB7 | 0x80000000 | 0x40000000, NR_X86_64.bpf) == SeccompRet.ALLOW
+
+
+AF_INET, AF_NETLINK, NETLINK_ROUTE, NETLINK_GENERIC, SOL_SOCKET, SOL_NETLINK = 2, 16, 0, 16, 1, 270
+AT_EMPTY_PATH, AT_FDCWD = 0x1000, -100
+
+
+def test_filter_socket_only_netlink_route_notifies():
+    x64 = AuditArch.X86_64
+    assert run_filter(PROG, x64, NR_X86_64.socket, AF_NETLINK, 3, NETLINK_ROUTE) == SeccompRet.USER_NOTIF
+    assert run_filter(PROG, x64, NR_X86_64.socket, AF_NETLINK, 3, NETLINK_GENERIC) == SeccompRet.ALLOW
+    assert run_filter(PROG, x64, NR_X86_64.socket, AF_INET, 2, 0) == SeccompRet.ALLOW
+
+
+def test_filter_setsockopt_only_sol_netlink_notifies():
+    x64 = AuditArch.X86_64
+    assert run_filter(PROG, x64, NR_X86_64.setsockopt, 3, SOL_NETLINK, 11) == SeccompRet.USER_NOTIF
+    assert run_filter(PROG, x64, NR_X86_64.setsockopt, 3, SOL_SOCKET, 2) == SeccompRet.ALLOW
+
+
+def test_filter_fstatat_with_empty_path_is_fstat_and_allowed():
+    x64 = AuditArch.X86_64
+    assert run_filter(PROG, x64, NR_X86_64.newfstatat, 3, 0, 0, AT_EMPTY_PATH) == SeccompRet.ALLOW
+    assert run_filter(PROG, x64, NR_X86_64.newfstatat, AT_FDCWD, 0, 0, 0) == SeccompRet.USER_NOTIF
+    assert run_filter(PROG, x64, NR_X86_64.statx, 3, 0, AT_EMPTY_PATH, 0x7FF) == SeccompRet.ALLOW
+    assert run_filter(PROG, x64, NR_X86_64.statx, AT_FDCWD, 0, 0, 0x7FF) == SeccompRet.USER_NOTIF
+
+
+@pytest.mark.parametrize("nr", [NR_X86_64.stat, NR_X86_64.lstat, NR_X86_64.access,
+                                NR_X86_64.faccessat2, NR_X86_64.epoll_ctl, NR_X86_64.bind,
+                                NR_X86_64.getsockname])
+def test_filter_path_and_socket_calls_notify(nr):
+    assert run_filter(PROG, AuditArch.X86_64, nr) == SeccompRet.USER_NOTIF

@@ -90,7 +90,7 @@ def _python(code: str, **kw) -> subprocess.CompletedProcess:
 
 def test_nested_runner_ebusy_names_cause():
     inner = ("import sys; from fakekernel.runner import main; "
-             "sys.exit(main(['--', 'true']))")
+             "sys.exit(main(['--no-preload', '--', 'true']))")
     code = ("import sys; from fakekernel.runner import main; "
             f"sys.exit(main(['--', sys.executable, '-c', {inner!r}]))")
     r = _python(code)
@@ -120,7 +120,7 @@ assert libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
 L = lambda v: ffi.cast("long", v)
 assert libc.syscall(L(NR_X86_64.seccomp), L(SeccompOp.SET_MODE_FILTER), L(0), fprog) == 0
 from fakekernel.runner import main
-sys.exit(main(["--", "true"]))
+sys.exit(main(["--no-preload", "--", "true"]))
 """
     r = _python(code)
     assert r.returncode == EXIT_RUNNER_FAILED, r.stderr

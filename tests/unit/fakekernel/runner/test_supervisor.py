@@ -12,7 +12,8 @@ import os
 import pytest
 
 from fakekernel import Kernel
-from fakekernel.runner.supervisor import Supervisor, _statfs_bytes
+from fakekernel.runner.paths import _statfs_bytes
+from fakekernel.runner.supervisor import Supervisor
 from uapi.attr import ATTR_SIZE, Attr
 from uapi.bpf import BpfCmd, MapType
 from uapi.errno import Errno
