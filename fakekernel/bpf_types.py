@@ -6,12 +6,21 @@ Entries are added with explicit imports; nothing registers itself.
 """
 from __future__ import annotations
 
-from fakekernel import test_run
+from fakekernel import test_run, test_run_net, test_run_trace
 from fakekernel.bpf.ops import ProgOps, ProgTypeDef, VerifierOps
 from fakekernel.maps import (arraymap, bloom_filter, cgroup_array, hashtab, lpm_trie, map_in_map,
                              perf_event_array, prog_array, queue_stack_maps, stackmap)
 from fakekernel.maps import ringbuf
+from fakekernel.maps import cpumap, devmap, xskmap
+from fakekernel.maps import arena, struct_ops, user_ringbuf
+from fakekernel.progs import struct_ops as struct_ops_prog
+from fakekernel.maps import reuseport_array, sk_storage, sock_map
+from fakekernel.maps import cgrp_storage, cgroup_storage, inode_storage, task_storage
 from fakekernel.progs import cgroup_skb, kprobe, sched_cls, socket_filter, tracepoint, xdp
+from fakekernel.progs import flow_dissector, netfilter, raw_tp, sk_lookup, syscall_prog
+from fakekernel.progs import ext, lsm, tracing
+from fakekernel.progs import sk_skb
+from fakekernel import test_run_tracing
 from uapi.bpf import MapType, ProgType
 
 __all__ = ["MAP_TYPES", "PROG_TYPES", "ProgTypeDef", "VerifierOps", "ProgOps",
@@ -27,6 +36,9 @@ MAP_TYPES: dict = {
     MapType.LRU_HASH: hashtab.LruHtabMap,
     MapType.LRU_PERCPU_HASH: hashtab.LruPercpuHtabMap,
     MapType.RINGBUF: ringbuf.RingbufMap,
+    MapType.USER_RINGBUF: user_ringbuf.UserRingbufMap,
+    MapType.ARENA: arena.ArenaMap,
+    MapType.STRUCT_OPS: struct_ops.StructOpsMap,
     MapType.QUEUE: queue_stack_maps.QueueMap,
     MapType.STACK: queue_stack_maps.StackMap,
     MapType.BLOOM_FILTER: bloom_filter.BloomFilterMap,
@@ -37,6 +49,19 @@ MAP_TYPES: dict = {
     MapType.PERF_EVENT_ARRAY: perf_event_array.PerfEventArrayMap,
     MapType.CGROUP_ARRAY: cgroup_array.CgroupArrayMap,
     MapType.STACK_TRACE: stackmap.StackTraceMap,
+    MapType.DEVMAP: devmap.DevMap,
+    MapType.DEVMAP_HASH: devmap.DevMapHash,
+    MapType.CPUMAP: cpumap.CpuMap,
+    MapType.XSKMAP: xskmap.XskMap,
+    MapType.TASK_STORAGE: task_storage.TaskStorageMap,
+    MapType.SOCKMAP: sock_map.SockMap,
+    MapType.SOCKHASH: sock_map.SockHash,
+    MapType.REUSEPORT_SOCKARRAY: reuseport_array.ReuseportArrayMap,
+    MapType.SK_STORAGE: sk_storage.SkStorageMap,
+    MapType.INODE_STORAGE: inode_storage.InodeStorageMap,
+    MapType.CGRP_STORAGE: cgrp_storage.CgrpStorageMap,
+    MapType.CGROUP_STORAGE: cgroup_storage.CgroupStorageMap,
+    MapType.PERCPU_CGROUP_STORAGE: cgroup_storage.PercpuCgroupStorageMap,
 }
 PROG_TYPES: dict = {
     ProgType.SOCKET_FILTER: ProgTypeDef(socket_filter.VERIFIER_OPS,
@@ -57,16 +82,35 @@ PROG_TYPES: dict = {
                                  "struct pt_regs", "struct pt_regs"),
     ProgType.TRACEPOINT: ProgTypeDef(tracepoint.VERIFIER_OPS, ProgOps(test_run=None),
                                      "__u64", "u64"),
+    ProgType.RAW_TRACEPOINT: ProgTypeDef(raw_tp.VERIFIER_OPS,
+                                         ProgOps(test_run=test_run_trace.bpf_prog_test_run_raw_tp),
+                                         "struct bpf_raw_tracepoint_args", "u64"),
+    ProgType.RAW_TRACEPOINT_WRITABLE: ProgTypeDef(raw_tp.WRITABLE_VERIFIER_OPS, ProgOps(test_run=None),
+                                                  "struct bpf_raw_tracepoint_args", "u64"),
+    ProgType.FLOW_DISSECTOR: ProgTypeDef(flow_dissector.VERIFIER_OPS,
+                                         ProgOps(test_run=test_run_net.bpf_prog_test_run_flow_dissector),
+                                         "struct __sk_buff", "struct bpf_flow_dissector"),
+    ProgType.SK_SKB: ProgTypeDef(sk_skb.SK_SKB_VERIFIER_OPS, ProgOps(test_run=None),
+                                 "struct __sk_buff", "struct sk_buff"),
+    ProgType.SK_MSG: ProgTypeDef(sk_skb.SK_MSG_VERIFIER_OPS, ProgOps(test_run=None),
+                                 "struct sk_msg_md", "struct sk_msg"),
+    ProgType.SK_LOOKUP: ProgTypeDef(sk_lookup.VERIFIER_OPS,
+                                    ProgOps(test_run=test_run_net.bpf_prog_test_run_sk_lookup),
+                                    "struct bpf_sk_lookup", "struct bpf_sk_lookup_kern"),
+    ProgType.NETFILTER: ProgTypeDef(netfilter.VERIFIER_OPS,
+                                    ProgOps(test_run=test_run_net.bpf_prog_test_run_nf),
+                                    "struct bpf_nf_ctx", "struct bpf_nf_ctx"),
+    ProgType.SYSCALL: ProgTypeDef(syscall_prog.VERIFIER_OPS,
+                                  ProgOps(test_run=test_run_trace.bpf_prog_test_run_syscall), "void *", "void *"),
+    ProgType.STRUCT_OPS: ProgTypeDef(struct_ops_prog.VERIFIER_OPS,
+                                     ProgOps(test_run=struct_ops_prog.bpf_struct_ops_test_run), "void *", "void *"),
+    ProgType.TRACING: ProgTypeDef(tracing.VERIFIER_OPS,
+                                  ProgOps(test_run=test_run_tracing.bpf_prog_test_run_tracing),
+                                  "void *", "void *"),
+    ProgType.LSM: ProgTypeDef(lsm.VERIFIER_OPS, ProgOps(test_run=None), "void *", "void *"),
+    ProgType.EXT: ProgTypeDef(ext.VERIFIER_OPS, ProgOps(test_run=None), "void *", "void *"),
 }
 # Types a kernel built without them would lack: MAP_CREATE answers EINVAL.  (The reference
 # kernel has all of them; tests/unit/fakekernel/test_bpf_types.py keeps this list exact.)
-NOT_IMPLEMENTED_MAP_TYPES: frozenset = frozenset({
-    MapType.DEVMAP,
-    MapType.SOCKMAP, MapType.CPUMAP, MapType.XSKMAP, MapType.SOCKHASH,
-    MapType.CGROUP_STORAGE_DEPRECATED, MapType.REUSEPORT_SOCKARRAY,
-    MapType.PERCPU_CGROUP_STORAGE_DEPRECATED,
-    MapType.SK_STORAGE, MapType.DEVMAP_HASH, MapType.STRUCT_OPS,
-    MapType.INODE_STORAGE, MapType.TASK_STORAGE, MapType.USER_RINGBUF,
-    MapType.CGRP_STORAGE, MapType.ARENA,
-})
+NOT_IMPLEMENTED_MAP_TYPES: frozenset = frozenset()
 NOT_IMPLEMENTED_PROG_TYPES: frozenset = frozenset()

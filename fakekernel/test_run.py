@@ -141,10 +141,12 @@ def bpf_test_run(kern, prog, kctx_addr: int, kern_ctx, repeat: int, *, skb_data=
     bpf_test_timer reports it.
     """
     from fakekernel.bpf.core import bpf_prog_run
+    from fakekernel.maps.cgroup_storage import bpf_cgroup_run_ctx, bpf_cgroup_storages_temp
     repeat = max(repeat, 1)
     start = kern.ktime_get_ns()
-    retval = bpf_prog_run(kern, prog, kctx_addr, ctx=kern_ctx, skb_data=skb_data,
-                          repeat=repeat) & _U32_MAX
+    with bpf_cgroup_run_ctx(kern, bpf_cgroup_storages_temp(prog), free=True):
+        retval = bpf_prog_run(kern, prog, kctx_addr, ctx=kern_ctx, skb_data=skb_data,
+                              repeat=repeat) & _U32_MAX
     spent = kern.ktime_get_ns() - start
     return retval, min(spent // repeat, _U32_MAX)
 

@@ -18,6 +18,7 @@ from fakekernel.errors import Errno, KernelError
 from fakekernel.fdtable import File
 from fakekernel.net import rx
 from fakekernel.net.headers import AF_INET, AF_INET6, ETH_P_IP, ETH_P_IPV6
+from fakekernel.net.net_namespace import NETNS_PATHS, open_netns
 from fakekernel.net.netdev import LOOPBACK_IFINDEX, NetNs
 from fakekernel.trace.kprobe import Tracing
 from uapi.bpf import AttachType
@@ -58,6 +59,8 @@ class World:
     def __init__(self, kern):
         self.kern = kern
         self.net = Network(kern)
+        from fakekernel.net.socket import SocketTable
+        self.net.socktab = SocketTable(kern)           # socket(2) sockets (fakekernel.net.socket)
         self.cgroup = CgroupFs(kern)
         self.trace = Tracing(kern)
         self.dmesg: list[str] = []
@@ -72,7 +75,10 @@ class World:
         return self.net.dev_get_by_index(ifindex)
 
     def open(self, path: str, flags: int, task) -> int:
-        """open(2): cgroup2 directories here, everything else through the bpffs/VFS tree."""
+        """open(2): cgroup2 directories and the network namespace file here, everything else
+        through the bpffs/VFS tree."""
+        if path in NETNS_PATHS:
+            return open_netns(self.kern, task, flags)
         if self.cgroup.owns(path):
             cg = self.cgroup.lookup(path)
             if flags & (os.O_WRONLY | os.O_RDWR):

@@ -8,6 +8,7 @@ from the two kernels compare equal.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import uuid
 
@@ -72,6 +73,11 @@ class _Base:
             self.rm_tree(d)
         return leaked
 
+    def _track(self, fd):
+        if isinstance(fd, int) and fd >= 0:
+            self.fds.append(fd)
+        return fd
+
     def pin_dir(self) -> str:
         """A fresh, empty directory in bpffs for this test's pins (removed at teardown)."""
         d = f"{BPFFS}/fk-{uuid.uuid4().hex[:12]}"
@@ -113,6 +119,49 @@ class FakeBackend(_Base):
 
     def rmdir(self, path):
         return self.kern.rmdir(path)
+
+    # ---- processes (task storage): the fake's current task is "this process" ----
+    def pidfd_open(self, pid=None, flags=0):
+        return self._track(self.kern.pidfd_open(self.kern.current.pid if pid is None else pid, flags))
+
+    def spawn(self):
+        """A child process that lives until reap(); returns its pid."""
+        return self.kern.spawn().pid
+
+    def reap(self, pid):
+        from fakekernel.pid import find_task_by_pid
+        self.kern.exit_task(find_task_by_pid(self.kern, pid))
+
+    # ---- sockets (fakekernel/net/socket.py) ----
+    def socket(self, family, type_, protocol=0):
+        return self._track(self.kern.socket(family, type_, protocol))
+
+    def socketpair(self, family, type_, protocol=0):
+        ret = self.kern.socketpair(family, type_, protocol)
+        if isinstance(ret, tuple):
+            self.fds.extend(ret)
+        return ret
+
+    def bind(self, fd, addr):
+        return self.kern.bind(fd, addr)
+
+    def listen(self, fd, backlog=128):
+        return self.kern.listen(fd, backlog)
+
+    def connect(self, fd, addr):
+        return self.kern.connect(fd, addr)
+
+    def accept(self, fd):
+        return self._track(self.kern.accept(fd))
+
+    def getsockname(self, fd):
+        return self.kern.getsockname(fd)
+
+    def setsockopt(self, fd, level, optname, value):
+        return self.kern.setsockopt(fd, level, optname, value)
+
+    def getsockopt(self, fd, level, optname, optlen=4):
+        return self.kern.getsockopt(fd, level, optname, optlen)
 
 
 class HostBackend(_Base):
@@ -169,6 +218,88 @@ class HostBackend(_Base):
             return -e.errno
         self.fds.append(fd)
         return fd
+
+    # ---- processes (task storage) ----
+    def pidfd_open(self, pid=None, flags=0):
+        try:
+            return self._track(os.pidfd_open(os.getpid() if pid is None else pid, flags))
+        except OSError as e:
+            return -e.errno
+
+    def spawn(self):
+        """A child process that lives until reap(); returns its pid."""
+        self._children = getattr(self, "_children", {})
+        p = subprocess.Popen(["sleep", "600"])
+        self._children[p.pid] = p
+        return p.pid
+
+    def reap(self, pid):
+        p = self._children.pop(pid)
+        p.kill()
+        p.wait()
+
+    def cleanup(self) -> list[int]:
+        for pid in list(getattr(self, "_children", {})):       # children a failed test left
+            self.reap(pid)
+        return super().cleanup()
+
+    # ---- sockets: the socket module, fds handed over with detach() ----
+    def socket(self, family, type_, protocol=0):
+        try:
+            return self._track(socket.socket(family, type_, protocol).detach())
+        except OSError as e:
+            return -e.errno
+
+    def socketpair(self, family, type_, protocol=0):
+        try:
+            a, b = socket.socketpair(family, type_, protocol)
+        except OSError as e:
+            return -e.errno
+        ret = (a.detach(), b.detach())
+        self.fds.extend(ret)
+        return ret
+
+    @staticmethod
+    def _on_sock(fd, fn):
+        try:
+            s = socket.socket(fileno=fd)
+        except OSError as e:
+            return -e.errno
+        try:
+            ret = fn(s)
+        except OSError as e:
+            return -e.errno
+        finally:
+            s.detach()
+        return 0 if ret is None else ret
+
+    def bind(self, fd, addr):
+        return self._on_sock(fd, lambda s: s.bind(addr))
+
+    def listen(self, fd, backlog=128):
+        return self._on_sock(fd, lambda s: s.listen(backlog))
+
+    def connect(self, fd, addr):
+        return self._on_sock(fd, lambda s: s.connect(addr))
+
+    def accept(self, fd):
+        def acc(s):
+            s.setblocking(False)
+            try:
+                conn, _ = s.accept()
+            finally:
+                s.setblocking(True)
+            return conn.detach()
+        return self._track(self._on_sock(fd, acc))
+
+    def getsockname(self, fd):
+        return self._on_sock(fd, lambda s: s.getsockname())
+
+    def setsockopt(self, fd, level, optname, value):
+        return self._on_sock(fd, lambda s: s.setsockopt(level, optname, value))
+
+    def getsockopt(self, fd, level, optname, optlen=4):
+        return self._on_sock(fd, lambda s: s.getsockopt(level, optname, optlen))
 
 
 _reason_cache: list[str | None] = []

@@ -55,7 +55,12 @@ class Attr:
             value = 0
         if isinstance(value, (bytes, bytearray, str)) or (isinstance(value, ffi.CData)):
             value = self.ptr(value)
-        setattr(obj, last, int(value) & ((1 << (8 * _field_size(field))) - 1))
+        bits = 8 * _field_size(field)
+        v = int(value) & ((1 << bits) - 1)
+        try:
+            setattr(obj, last, v)
+        except OverflowError:       # a signed field (e.g. __s32 priority): two's complement
+            setattr(obj, last, v - (1 << bits))
 
     def get(self, field: str) -> int:
         obj = self.c

@@ -50,6 +50,12 @@ class BpfMap:
     freed: bool = False
     memlock: int = 0           # bytes charged (fdinfo memlock)
     excl_prog_sha: bytes | None = None   # BPF_MAP_CREATE excl_prog_hash: only this prog may use it
+    record: object = None      # struct btf_record of the value (fakekernel/btf_fields.py) or None
+
+    @property
+    def spin_lock_off(self) -> int | None:
+        """btf_record's spin_lock_off (None: no bpf_spin_lock in the value)."""
+        return None if self.record is None else self.record.spin_lock_off
 
     # ---- bpf_map_ops: creation ----
     @classmethod

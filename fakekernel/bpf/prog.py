@@ -30,6 +30,9 @@ class BpfProgAux:
     verified_insns: int = 0
     attach_btf_id: int = 0
     attach_btf: object = None
+    dst_prog: object = None                          # attach_prog_fd's prog (EXT, fentry on a prog)
+    attach_target: object = None                     # verifier.attach_btf.AttachTarget (TRACING/LSM/EXT)
+    attach_consumed: bool = False                    # linked once: dst_prog/dst_trampoline cleared
     btf: object = None
     func_info: bytes = b""
     line_info: bytes = b""
@@ -40,6 +43,8 @@ class BpfProgAux:
     run_cnt: int = 0
     run_time_ns: int = 0
     recursion_misses: int = 0
+    max_ctx_offset: int = 0                          # last ctx byte a load/store reaches (verifier)
+    max_tp_access: int = 0                           # last writable-tracepoint buffer byte reached
 
 
 @attrs.define(eq=False)

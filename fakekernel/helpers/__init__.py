@@ -9,20 +9,37 @@ the interpreter must raise `HelperNotImplemented` when a program calls one, neve
 from __future__ import annotations
 
 from fakekernel.helpers.base import BASE_PROTOS, BASE_RUNTIME, bpf_base_func_proto, neg_errno
+from fakekernel.helpers.callbacks import CALLBACKS_RUNTIME
+from fakekernel.helpers.dynptr import DYNPTR_RUNTIME
+from fakekernel.helpers.local_storage import LOCAL_STORAGE_PROTOS, LOCAL_STORAGE_RUNTIME
 from fakekernel.helpers.map_ops import MAP_OPS_RUNTIME
 from fakekernel.helpers.net import NET_PROTOS, NET_RUNTIME
 from fakekernel.helpers.ringbuf import RINGBUF_RUNTIME
+from fakekernel.helpers.redirect import REDIRECT_RUNTIME
+from fakekernel.helpers.perf_output import PERF_OUTPUT_RUNTIME
 from fakekernel.helpers.proto import ArgType, FuncProto, RetType, TypeFlag
+from fakekernel.helpers.seq import SEQ_PROTOS, SEQ_RUNTIME
+from fakekernel.helpers.spin_lock import SPIN_LOCK_RUNTIME
+from fakekernel.helpers.timer import TIMER_RUNTIME
 from fakekernel.helpers.trace import TRACE_PROTOS, TRACE_RUNTIME, bpf_tracing_func_proto
+from fakekernel.helpers.syscall import SYSCALL_PROTOS, SYSCALL_RUNTIME
+from fakekernel.helpers.sk_lookup import SK_LOOKUP_RUNTIME
+from fakekernel.helpers.sk_storage import SK_STORAGE_RUNTIME
+from fakekernel.helpers.sock_cookie import SOCK_COOKIE_RUNTIME
+from fakekernel.helpers.sock_map import SOCK_MAP_PROTOS
 from uapi.asm import func_id_name
 
 __all__ = ["PROTOS", "HELPERS", "UNIMPLEMENTED_AT_RUNTIME", "HelperNotImplemented", "FuncProto",
            "ArgType", "RetType", "TypeFlag", "bpf_base_func_proto", "bpf_tracing_func_proto",
            "neg_errno", "func_id_name", "helper_runtime"]
 
-PROTOS: dict[int, FuncProto] = {**BASE_PROTOS, **TRACE_PROTOS, **NET_PROTOS}
+PROTOS: dict[int, FuncProto] = {**BASE_PROTOS, **TRACE_PROTOS, **NET_PROTOS, **SYSCALL_PROTOS, **SEQ_PROTOS,
+                               **LOCAL_STORAGE_PROTOS, **SOCK_MAP_PROTOS}
 
-HELPERS: dict = {**BASE_RUNTIME, **TRACE_RUNTIME, **MAP_OPS_RUNTIME, **RINGBUF_RUNTIME, **NET_RUNTIME}
+HELPERS: dict = {**BASE_RUNTIME, **TRACE_RUNTIME, **SYSCALL_RUNTIME, **SK_LOOKUP_RUNTIME, **MAP_OPS_RUNTIME, **RINGBUF_RUNTIME, **NET_RUNTIME,
+                 **PERF_OUTPUT_RUNTIME, **REDIRECT_RUNTIME, **SEQ_RUNTIME,
+                 **LOCAL_STORAGE_RUNTIME, **CALLBACKS_RUNTIME, **DYNPTR_RUNTIME, **SPIN_LOCK_RUNTIME,
+                 **SK_STORAGE_RUNTIME, **SOCK_COOKIE_RUNTIME, **TIMER_RUNTIME}
 
 #: helpers a program may be verified to call but that have no runtime function yet
 UNIMPLEMENTED_AT_RUNTIME: frozenset = frozenset(PROTOS) - frozenset(HELPERS)

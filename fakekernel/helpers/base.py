@@ -11,7 +11,8 @@ from __future__ import annotations
 from fakekernel.errors import KernelError
 from fakekernel.helpers.proto import ArgType, FuncProto, RetType, TypeFlag
 from uapi.bpf import FuncId
-from uapi.insn import u64
+from uapi.errno import Errno
+from uapi.insn import u32, u64
 
 __all__ = ["BASE_PROTOS", "bpf_base_func_proto", "BASE_RUNTIME", "neg_errno", "prog_loader"]
 
@@ -238,7 +239,20 @@ def bpf_get_current_comm(env, r1, r2, r3, r4, r5) -> int:
     return 0
 
 
+def bpf_copy_from_user(env, r1, r2, r3, r4, r5) -> int:
+    """bpf_copy_from_user(dst, size, user_ptr): the current task's memory; dst zeroed on a fault."""
+    size = u32(r2)
+    try:
+        data = _task(env).mm.copy_from_user(r3, size)
+    except KernelError:
+        env.mem.write(r1, bytes(size))
+        return neg_errno(Errno.EFAULT)
+    env.mem.write(r1, data)
+    return 0
+
+
 BASE_RUNTIME = {
+    FuncId.copy_from_user: bpf_copy_from_user,
     FuncId.map_lookup_elem: bpf_map_lookup_elem,
     FuncId.map_update_elem: bpf_map_update_elem,
     FuncId.map_delete_elem: bpf_map_delete_elem,

@@ -76,7 +76,7 @@ _STR_LIMIT = 1024
 _INT_LEN = {"": 32, "l": 64, "ll": 64}
 
 
-def bstr_printf(env, fmt: bytes, args: list[int]) -> str | None:
+def bstr_printf(env, fmt: bytes, args: list[int], max_args: int = _MAX_ARGS) -> str | None:
     """bpf_bprintf_prepare() + bstr_printf() for trace_printk: the text, or None when the
     format is one the kernel refuses (-EINVAL)."""
     out, i, used = [], 0, 0
@@ -107,7 +107,7 @@ def bstr_printf(env, fmt: bytes, args: list[int]) -> str | None:
                 j += len(cand)
                 break
         conv = text[j:j + 1]
-        if used >= _MAX_ARGS or conv == "":
+        if used >= max_args or conv == "":
             return None
         arg = args[used]
         used += 1
@@ -145,11 +145,29 @@ def bpf_trace_printk(env, r1, r2, r3, r4, r5) -> int:
     return len(text.encode("latin-1")) + 1
 
 
+# x86 copy_from_kernel_nofault_allowed(): user addresses (and the guard page after them), the
+# vsyscall page and non-canonical addresses (48-bit virtual addresses) are refused with -ERANGE
+_USER_END = 0x00007FFFFFFFF000 + 0x1000
+_CANONICAL_HIGH = 0xFFFF800000000000
+_VSYSCALL_PAGE = 0xFFFFFFFFFF600000
+_PAGE_MASK = ~0xFFF & ((1 << 64) - 1)
+
+
+def copy_from_kernel_nofault_allowed(addr: int) -> bool:
+    if addr < _USER_END or addr & _PAGE_MASK == _VSYSCALL_PAGE:
+        return False
+    return addr >= _CANONICAL_HIGH
+
+
 def bpf_probe_read_kernel(env, r1, r2, r3, r4, r5) -> int:
-    """probe_read_kernel(dst, size, unsafe_ptr): -EFAULT and a zeroed dst on a bad source."""
+    """probe_read_kernel(dst, size, unsafe_ptr): -ERANGE for an address that is not a kernel
+    one, -EFAULT for an unmapped one; dst zeroed on either."""
     from fakekernel.interp.memory import InterpreterFault
     if r2 == 0:
         return 0
+    if not copy_from_kernel_nofault_allowed(r3):
+        env.mem.write(r1, bytes(r2))
+        return neg_errno(Errno.ERANGE)
     try:
         data = env.mem.read(r3, r2)
     except InterpreterFault:
@@ -162,6 +180,9 @@ def bpf_probe_read_kernel(env, r1, r2, r3, r4, r5) -> int:
 def bpf_probe_read_kernel_str(env, r1, r2, r3, r4, r5) -> int:
     if r2 == 0:
         return 0
+    if not copy_from_kernel_nofault_allowed(r3):
+        env.mem.write(r1, bytes(r2))
+        return neg_errno(Errno.ERANGE)
     s = _read_cstr(env, r3, r2 - 1)
     if s is None:
         env.mem.write(r1, bytes(r2))
@@ -170,10 +191,71 @@ def bpf_probe_read_kernel_str(env, r1, r2, r3, r4, r5) -> int:
     return len(s) + 1
 
 
+def bpf_get_attach_cookie(env, r1, r2, r3, r4, r5) -> int:
+    """bpf_get_attach_cookie_trace/_tracing/_kmulti: the cookie of the run ctx (0 without one)."""
+    return getattr(env.ctx, "cookie", 0)
+
+
+# x86_64 TASK_SIZE_MAX with 4-level page tables: below it an address is a user address
+TASK_SIZE = 0x00007FFFFFFFF000
+
+
+def _user_mm(env):
+    return (getattr(env, "task", None) or env.kernel.current).mm
+
+
+def bpf_probe_read_user(env, r1, r2, r3, r4, r5) -> int:
+    """probe_read_user(dst, size, unsafe_ptr): the current task's memory; -EFAULT, dst zeroed."""
+    from fakekernel.errors import KernelError
+    size = u32(r2)
+    try:
+        data = _user_mm(env).copy_from_user(r3, size)
+    except KernelError:
+        env.mem.write(r1, bytes(size))
+        return neg_errno(Errno.EFAULT)
+    env.mem.write(r1, data)
+    return 0
+
+
+def bpf_probe_read_user_str(env, r1, r2, r3, r4, r5) -> int:
+    """probe_read_user_str(): strncpy_from_user_nofault() — the length with its NUL, or size
+    (truncated, NUL-terminated); -EFAULT with dst zeroed."""
+    from fakekernel.errors import KernelError
+    size = u32(r2)
+    if not size:
+        return 0
+    try:
+        s = _user_mm(env).strncpy_from_user(r3, size)
+    except KernelError:
+        env.mem.write(r1, bytes(size))
+        return neg_errno(Errno.EFAULT)
+    if len(s) >= size:
+        env.mem.write(r1, s[:size - 1] + b"\0")
+        return size
+    env.mem.write(r1, s + b"\0")
+    return len(s) + 1
+
+
+def bpf_probe_read_compat(env, r1, r2, r3, r4, r5) -> int:
+    """bpf_probe_read_compat(): a user address reads user memory, anything else kernel memory."""
+    if r3 < TASK_SIZE:
+        return bpf_probe_read_user(env, r1, r2, r3, r4, r5)
+    return bpf_probe_read_kernel(env, r1, r2, r3, r4, r5)
+
+
+def bpf_probe_read_compat_str(env, r1, r2, r3, r4, r5) -> int:
+    if r3 < TASK_SIZE:
+        return bpf_probe_read_user_str(env, r1, r2, r3, r4, r5)
+    return bpf_probe_read_kernel_str(env, r1, r2, r3, r4, r5)
+
+
 TRACE_RUNTIME = {
+    FuncId.probe_read_user: bpf_probe_read_user,
+    FuncId.probe_read_user_str: bpf_probe_read_user_str,
+    FuncId.get_attach_cookie: bpf_get_attach_cookie,
     FuncId.trace_printk: bpf_trace_printk,
     FuncId.probe_read_kernel: bpf_probe_read_kernel,
     FuncId.probe_read_kernel_str: bpf_probe_read_kernel_str,
-    FuncId.probe_read: bpf_probe_read_kernel,
-    FuncId.probe_read_str: bpf_probe_read_kernel_str,
+    FuncId.probe_read: bpf_probe_read_compat,
+    FuncId.probe_read_str: bpf_probe_read_compat_str,
 }

@@ -33,6 +33,7 @@ class NetDevice:
     xdp_rxq_registered: bool = True      # xdp_rxq_info_is_reg() of every rx queue
     kind: str = "loopback"               # rtnl_link_ops kind ("veth", "dummy") or "loopback"
     ndo_bpf: bool = False                # the driver implements native (DRV mode) XDP
+    ndo_xdp_xmit: bool = False           # native XDP may redirect frames out of it (veth)
     mtu: int = _LOOPBACK_MTU
 
 
@@ -60,6 +61,9 @@ class NetNs:
         self.xdp: dict[int, DevXdpState] = {}
         self.tx: dict[int, list[bytes]] = {}          # frames each device sent (XDP_TX, redirects)
         self.sockets: list = []                        # bound sockets (fakekernel.net.rx.Socket)
+        self.dev_maps: list = []                       # devmaps (dev_map_list: unregister notifier)
+        self.tcx: dict = {}                            # ifindex -> {TCX attach type: MprogEntry}
+        self.bpf: dict = {}                            # netns hooks (fakekernel.net.net_namespace)
         self._ifindex = LOOPBACK_IFINDEX
         self._register(LOOPBACK)
 
@@ -82,7 +86,7 @@ class NetNs:
         ifindex = self._ifindex
         addr = dev_addr if dev_addr is not None else bytes([0x02, 0, 0, 0, 0, ifindex & 0xFF])
         self._register(NetDevice(ifindex=ifindex, name=name, dev_addr=addr, kind=kind,
-                                 ndo_bpf=DEVICE_KINDS[kind], mtu=mtu,
+                                 ndo_bpf=DEVICE_KINDS[kind], ndo_xdp_xmit=DEVICE_KINDS[kind], mtu=mtu,
                                  real_num_rx_queues=rx_queues))
         return ifindex
 
@@ -91,6 +95,14 @@ class NetNs:
         if ifindex == LOOPBACK_IFINDEX or ifindex not in self.devices:
             raise KernelError(Errno.EINVAL if ifindex == LOOPBACK_IFINDEX else Errno.ENODEV,
                               "cannot delete this device")
+        for dtab in list(self.dev_maps):          # dev_map_notification(NETDEV_UNREGISTER)
+            dtab.netdev_unregister(self.devices[ifindex])
+        socktab = getattr(self, "socktab", None)  # xsk_notifier: AF_XDP sockets bound to it
+        for sk in list(socktab.socks if socktab is not None else ()):
+            if hasattr(sk, "netdev_unregister"):
+                sk.netdev_unregister(self.devices[ifindex])
+        from fakekernel.net.tcx import tcx_uninstall
+        tcx_uninstall(self, self.devices[ifindex])
         state = self.xdp.pop(ifindex)
         for link in state.link.values():
             link.dev = None
@@ -107,7 +119,9 @@ class NetNs:
         return next((d for d in self.devices.values() if d.name == name), None)
 
     def attached_objects(self) -> set:
-        out = set()
+        from fakekernel.net.net_namespace import netns_attached_objects
+        from fakekernel.net.tcx import tcx_attached_objects
+        out = tcx_attached_objects(self) | netns_attached_objects(self)
         for state in self.xdp.values():
             out.update(p for p in state.prog.values() if p is not None)
             for link in state.link.values():

@@ -13,7 +13,9 @@ from __future__ import annotations
 import attrs
 
 from fakekernel.bpf.core import bpf_prog_run
+from fakekernel.maps.cgroup_storage import bpf_cgroup_run_ctx
 from fakekernel.errors import Errno, KernelError
+from fakekernel.net import tcx
 from fakekernel.net.dev_xdp import XdpMode, dev_xdp_prog
 from fakekernel.net.headers import (AF_INET, AF_INET6, ETH_HLEN, ETH_P_IP, ETH_P_IPV6,
                                     IPV4_HDR_LEN, IPV6_HDR_LEN)
@@ -21,7 +23,8 @@ from fakekernel.net.skbuff import (SkBuff, Sock, build_skb_ctx, eth_type_trans, 
 from fakekernel.net.xdp import XdpBuff, build_xdp_ctx, unmap_xdp_ctx
 from uapi.bpf import AttachType, XdpAction
 
-__all__ = ["Socket", "RxResult", "netif_receive", "bpf_prog_run_xdp", "cgroup_run_filter_skb",
+__all__ = ["Socket", "RxResult", "netif_receive", "netif_receive_skb", "bpf_prog_run_xdp",
+           "bpf_warn_invalid_xdp_action", "cgroup_run_filter_skb",
            "IPPROTO_TCP", "IPPROTO_UDP", "NET_XMIT_SUCCESS", "NET_XMIT_DROP", "NET_XMIT_CN"]
 
 IPPROTO_TCP = 6                 # include/uapi/linux/in.h
@@ -51,6 +54,7 @@ class Socket:
     cgroup: object                  # sk->sk_cgrp_data: the creating task's cgroup
     addr: bytes | None = None       # bound address (None: INADDR_ANY)
     queue: list = attrs.field(factory=list)
+    owner: object = None            # the socket(2) socket it stands for (fakekernel.net.socket)
 
     def sock(self, local_addr: bytes) -> Sock:
         s = Sock(family=self.family, num=self.port)
@@ -58,6 +62,8 @@ class Socket:
             s.rcv_saddr = self.addr or local_addr
         else:
             s.v6_rcv_saddr = self.addr or local_addr
+        if self.owner is not None:      # helpers reach the owner's storage and cookie
+            self.owner.net.alias(s, self.owner)
         return s
 
 
@@ -70,6 +76,7 @@ class RxResult:
     delivered: bool = False         # queued on a local socket
     socket: Socket | None = None
     cgroup_allowed: bool | None = None   # the ingress cgroup verdict (None: not run)
+    tcx_verdict: int | None = None       # the tcx ingress verdict (None: no tcx programs)
 
     @property
     def verdict(self) -> int | None:
@@ -142,8 +149,9 @@ def cgroup_run_filter_skb(kern, cgrp, atype: int, skb: SkBuff) -> int:
         kctx, _ = build_skb_ctx(kern, skb)
         try:
             for pl in entries:
-                func_ret = bpf_prog_run(kern, pl.effective_prog, kctx.base, ctx=skb,
-                                        skb_data=skb.ld_abs_view()) & _U32_MASK
+                with bpf_cgroup_run_ctx(kern, pl.storage):
+                    func_ret = bpf_prog_run(kern, pl.effective_prog, kctx.base, ctx=skb,
+                                            skb_data=skb.ld_abs_view()) & _U32_MASK
                 skb.sync_back()
                 if egress:
                     cn_flags |= func_ret >> 1
@@ -180,12 +188,13 @@ def _deliver(kern, net, dev, packet: bytes, xdp_ret, action) -> RxResult:
     return RxResult(xdp_ret, action, delivered=True, socket=sock, cgroup_allowed=True)
 
 
-def _warn_invalid_xdp_action(kern, dev, prog, act: int) -> None:
+def bpf_warn_invalid_xdp_action(kern, dev, prog, act: int) -> None:
     """bpf_warn_invalid_xdp_action(): a pr_warn_once() to the kernel log."""
     what = "Illegal" if act > XdpAction.REDIRECT else "Driver unsupported"
     name = prog.aux.name.decode(errors="replace")
+    dev_name = dev.name if dev is not None else "N/A"
     kern.world.dmesg_once(f"{what} XDP return value {act} on prog {name} (id {prog.aux.id}) "
-                          f"dev {dev.name}, expect packet loss!")
+                          f"dev {dev_name}, expect packet loss!")
 
 
 def netif_receive(kern, ifindex: int, frame: bytes, *, rx_queue: int = 0) -> RxResult:
@@ -194,7 +203,8 @@ def netif_receive(kern, ifindex: int, frame: bytes, *, rx_queue: int = 0) -> RxR
     dev = net.dev_get_by_index(ifindex)
     if dev is None:
         raise KernelError(Errno.ENODEV, f"no device with ifindex {ifindex}")
-    prog = dev_xdp_prog(net, dev, XdpMode.DRV) or dev_xdp_prog(net, dev, XdpMode.SKB)
+    native = dev_xdp_prog(net, dev, XdpMode.DRV)
+    prog = native or dev_xdp_prog(net, dev, XdpMode.SKB)
     xdp_ret = action = None
     if prog is not None:
         xdp = XdpBuff.from_frame(frame, ifindex=ifindex, rx_queue=rx_queue)
@@ -202,29 +212,40 @@ def netif_receive(kern, ifindex: int, frame: bytes, *, rx_queue: int = 0) -> RxR
         frame = xdp.frame()
         action = xdp_ret
         if xdp_ret not in _XDP_ACTIONS:
-            _warn_invalid_xdp_action(kern, dev, prog, xdp_ret)
+            bpf_warn_invalid_xdp_action(kern, dev, prog, xdp_ret)
             action = XdpAction.ABORTED
         action = XdpAction(action)
         if action == XdpAction.TX:
             net.tx[ifindex].append(frame)
             return RxResult(xdp_ret, action)
         if action == XdpAction.REDIRECT:
-            # bpf_redirect_info.tgt_index: a bpf_redirect() runtime records it on the buffer
-            tgt = getattr(xdp, "redirect_ifindex", 0)
-            target = net.dev_get_by_index(tgt) if tgt else None
-            if target is None:
-                # xdp_do_generic_redirect() fails: the frame is dropped
+            # xdp_do_redirect() / xdp_do_generic_redirect() on the buffer's redirect info;
+            # when it fails the frame is dropped
+            from fakekernel.helpers.redirect import xdp_do_redirect
+            if xdp_do_redirect(kern, dev, xdp, prog, generic=native is None):
                 return RxResult(xdp_ret, XdpAction.DROP)
-            net.tx[target.ifindex].append(frame)
             return RxResult(xdp_ret, action)
         if action != XdpAction.PASS:
             if action == XdpAction.ABORTED:
                 kern.world.trace_xdp_exception(dev, prog, xdp_ret)
             return RxResult(xdp_ret, action)
+    return netif_receive_skb(kern, dev, frame, xdp_ret=xdp_ret, action=action)
+
+
+def netif_receive_skb(kern, dev, frame: bytes, *, xdp_ret=None, action=None) -> RxResult:
+    """The stack after XDP (also where cpumap kthreads hand their frames): eth_type_trans,
+    then local delivery."""
     if len(frame) < ETH_HLEN:
         return RxResult(xdp_ret, action)
     skb = SkBuff(head=bytearray(frame), data_off=0, len=len(frame))
     proto = eth_type_trans(skb, dev)
+    skb.protocol = proto
+    tcx_ret = None
+    if tcx.tcx_entry_fetch(kern.world.net, dev, AttachType.TCX_INGRESS) is not None:
+        tcx_ret = tcx.sch_handle_ingress(kern, dev, skb)      # __netif_receive_skb_core()
+        if tcx_ret in (tcx.TCX_DROP, tcx.TCX_REDIRECT):
+            return RxResult(xdp_ret, action, tcx_verdict=tcx_ret)
     if proto not in (ETH_P_IP, ETH_P_IPV6):
-        return RxResult(xdp_ret, action)
-    return _deliver(kern, net, dev, skb.data(), xdp_ret, action)
+        return RxResult(xdp_ret, action, tcx_verdict=tcx_ret)
+    return attrs.evolve(_deliver(kern, kern.world.net, dev, skb.data(), xdp_ret, action),
+                        tcx_verdict=tcx_ret)

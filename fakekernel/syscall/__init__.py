@@ -10,7 +10,7 @@ import attrs
 
 from fakekernel.errors import Errno, KernelError
 from fakekernel.syscall import attach_cmds, btf_cmds, link_cmds, map_batch, map_cmds, obj_cmds, prog_cmds
-from fakekernel.syscall import prog_aux_cmds
+from fakekernel.syscall import iter_cmds, prog_aux_cmds, task_fd_query
 from fakekernel.syscall.command import ATTR_SIZE
 from uapi.bpf import BpfCmd
 from uapi.ffi import ffi
@@ -54,6 +54,8 @@ COMMANDS = {
     BpfCmd.BTF_LOAD: btf_cmds.bpf_btf_load,
     BpfCmd.BTF_GET_FD_BY_ID: btf_cmds.bpf_btf_get_fd_by_id,
     BpfCmd.BTF_GET_NEXT_ID: btf_cmds.bpf_btf_get_next_id,
+    BpfCmd.ITER_CREATE: iter_cmds.bpf_iter_create,
+    BpfCmd.TASK_FD_QUERY: task_fd_query.bpf_task_fd_query,
 }
 
 

@@ -1,8 +1,9 @@
 """BPF_PROG_ATTACH, BPF_PROG_DETACH, BPF_PROG_QUERY — kernel/bpf/syscall.c.
 
-Only the cgroup family has a target here (tcx, netkit, sockmap, lirc, flow dissector and
-sk_lookup are not modelled: their attach types answer EINVAL as from a kernel without
-them).  The checks run in the kernel's order: attach type → flags → prog fd (EBADF,
+The cgroup family, tcx (fakekernel/net/tcx.py, mprog semantics) and socket maps
+(fakekernel/maps/sock_map_progs.py) have targets here (netkit, lirc, flow dissector and
+sk_lookup are not modelled: their attach types
+answer EINVAL as from a kernel without them).  The checks run in the kernel's order: attach type → flags → prog fd (EBADF,
 wrong type EINVAL) → attach-type check → cgroup fd (EBADF) → replace prog → the cgroup
 rules of kernel/bpf/cgroup.c.
 """
@@ -12,6 +13,8 @@ import functools
 
 from fakekernel import cgroup
 from fakekernel.errors import Errno, KernelError
+from fakekernel.maps import sock_map_progs
+from fakekernel.net import net_namespace, tcx
 from fakekernel.syscall import fdget
 from fakekernel.syscall.command import bpf_command
 from uapi.bpf import BPF_F_LINK, AttachFlags, AttachType, BpfCmd, ProgType, QueryFlags
@@ -60,6 +63,7 @@ _CGROUP_PROG_TYPES = frozenset({ProgType.CGROUP_DEVICE, ProgType.CGROUP_SKB, Pro
                                 ProgType.CGROUP_SOCK_ADDR, ProgType.CGROUP_SOCKOPT,
                                 ProgType.CGROUP_SYSCTL, ProgType.SOCK_OPS})
 _MPROG_TYPES = frozenset({ProgType.SCHED_CLS})          # bpf_mprog_supported()
+_SOCK_MAP_PROG_TYPES = frozenset({ProgType.SK_SKB, ProgType.SK_MSG})   # sock_map_get_from_fd()
 
 _ATTACH_MASK_BASE = (AttachFlags.ALLOW_OVERRIDE | AttachFlags.ALLOW_MULTI | AttachFlags.REPLACE
                      | AttachFlags.PREORDER)
@@ -146,6 +150,12 @@ def bpf_prog_attach(kern, task, attr, ctx) -> int:
         bpf_prog_attach_check_attach_type(task, prog, attr.attach_type)
     except KernelError as e:
         raise KernelError(Errno.EINVAL, e.detail) from None
+    if ptype == ProgType.SCHED_CLS and attr.attach_type in tcx.TCX_ATTACH_TYPES:
+        return tcx.tcx_prog_attach(kern, task, attr, prog)
+    if ptype in _SOCK_MAP_PROG_TYPES:
+        return sock_map_progs.sock_map_get_from_fd(task, attr, prog)
+    if ptype == ProgType.FLOW_DISSECTOR:
+        return net_namespace.netns_bpf_prog_attach(kern, task, attr, prog)
     if not _is_cgroup_prog_type(ptype, prog.expected_attach_type, True):
         raise KernelError(Errno.EINVAL, f"no attach target for prog type {ptype} in this kernel")
     # cgroup_bpf_prog_attach()
@@ -163,12 +173,21 @@ def bpf_prog_detach(kern, task, attr, ctx) -> int:
     """bpf_prog_detach()."""
     ptype = attach_type_to_prog_type(attr.attach_type)
     if ptype in _MPROG_TYPES:
-        raise KernelError(Errno.EINVAL, "tcx/netkit are not modelled")
+        if attr.attach_flags & ~int(_ATTACH_MASK_MPROG):
+            raise KernelError(Errno.EINVAL, "unknown attach flags")
+        prog = bpf_prog_get_type(task, attr.attach_bpf_fd, ptype) if attr.attach_bpf_fd else None
+        if attr.attach_type in tcx.TCX_ATTACH_TYPES:
+            return tcx.tcx_prog_detach(kern, task, attr, prog)
+        raise KernelError(Errno.EINVAL, "netkit is not modelled")
     if _is_cgroup_prog_type(ptype, 0, False):
         if attr.attach_flags or attr.relative_fd:
             raise KernelError(Errno.EINVAL, "attach_flags/relative_fd on a cgroup detach")
     elif attr.attach_flags or attr.relative_fd or attr.expected_revision:
         raise KernelError(Errno.EINVAL, "attach_flags/relative_fd/expected_revision given")
+    if ptype == ProgType.FLOW_DISSECTOR:
+        return net_namespace.netns_bpf_prog_detach(kern, task, attr, ptype)
+    if ptype in _SOCK_MAP_PROG_TYPES:
+        return sock_map_progs.sock_map_prog_detach(task, attr, ptype)
     if not _is_cgroup_prog_type(ptype, 0, False):
         raise KernelError(Errno.EINVAL, f"no detach target for attach type {attr.attach_type}")
     # cgroup_bpf_prog_detach(): a bad prog fd is not an error (legacy detach)
@@ -197,6 +216,12 @@ def bpf_prog_query(kern, task, attr, ctx) -> int:
     """bpf_prog_query()."""
     if attr.query.query_flags & ~int(QueryFlags.QUERY_EFFECTIVE):
         raise KernelError(Errno.EINVAL, "unknown query_flags")
+    if attr.query.attach_type in net_namespace.NETNS_ATTACH_TYPES:
+        return net_namespace.netns_bpf_prog_query(kern, task, attr, ctx)
+    if attr.query.attach_type in tcx.TCX_ATTACH_TYPES:
+        return tcx.tcx_prog_query(kern, task, attr, ctx)
+    if attr.query.attach_type in sock_map_progs.SOCK_MAP_ATTACH_TYPES:
+        return sock_map_progs.sock_map_bpf_prog_query(task, attr, ctx)
     if attr.query.attach_type not in cgroup.CGROUP_ATTACH_TYPES | {AttachType.LSM_CGROUP}:
         raise KernelError(Errno.EINVAL, f"no query target for attach type {attr.query.attach_type}")
     cgrp = cgroup.cgroup_get_from_fd(task, attr.query.target_fd)

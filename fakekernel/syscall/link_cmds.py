@@ -2,20 +2,27 @@
 
 The prog fd is resolved (EBADF / EINVAL), its type checked against the attach type
 (bpf_prog_attach_check_attach_type), then the prog type picks the hook: cgroup links
-(kernel/bpf/cgroup.c), XDP links (net/core/dev.c), perf-event links (no perf events exist
-here, so any target_fd is EBADF — what libbpf's perf-link probe expects) and kprobe_multi
-links (kernel/trace/bpf_trace.c).  Other link kinds answer EINVAL.
+(kernel/bpf/cgroup.c), XDP links (net/core/dev.c), perf-event links (fakekernel/perf; a
+target_fd that is not a perf event is EBADF — what libbpf's perf-link probe expects) and kprobe_multi
+links (kernel/trace/bpf_trace.c), tcx links (kernel/bpf/tcx.c), iterator links
+(kernel/bpf/bpf_iter.c) and the TRACING/LSM/EXT links of fakekernel/trace/trampoline.py
+(tp_btf programs get raw tracepoint links).  Other link kinds answer EINVAL.
 """
 from __future__ import annotations
 
 from fakekernel import cgroup
 from fakekernel.errors import Errno, KernelError
+from fakekernel.net import tcx
 from fakekernel.net.dev_xdp import bpf_xdp_link_attach
+from fakekernel.net.net_namespace import netns_bpf_link_create
+from fakekernel.net.nf_bpf_link import bpf_nf_link_attach
 from fakekernel.syscall import fdget
 from fakekernel.syscall.attach_cmds import bpf_prog_attach_check_attach_type
 from fakekernel.syscall.command import bpf_command
 from fakekernel.syscall.obj_cmds import _get_next_id
+from fakekernel.trace import trampoline
 from fakekernel.trace.kprobe import bpf_kprobe_multi_link_attach
+from fakekernel.trace.raw_tp import RAW_TP_PROG_TYPES, bpf_raw_tp_link_attach
 from uapi.bpf import AttachFlags, AttachType, BpfCmd, ProgType
 from uapi.capability import Cap
 
@@ -28,19 +35,15 @@ _CGROUP_LINK_PROG_TYPES = frozenset({
 
 
 def _bpf_struct_ops_link_create(kern, task, attr) -> int:
-    """bpf_struct_ops_link_create(): the map fd must be a struct_ops map with BPF_F_LINK."""
-    fdget.bpf_map_get(task, attr.link_create.map_fd)          # EBADF / EINVAL
-    raise KernelError(Errno.EINVAL, "no struct_ops maps in this kernel")
+    """bpf_struct_ops_link_create() (fakekernel/maps/struct_ops_link.py)."""
+    from fakekernel.maps.struct_ops_link import bpf_struct_ops_link_create
+    return bpf_struct_ops_link_create(kern, task, attr)
 
 
 def _bpf_perf_link_attach(kern, task, attr, prog) -> int:
-    """bpf_perf_link_attach(): flags must be 0; target_fd must be a perf event (EBADF)."""
-    if attr.link_create.flags:
-        raise KernelError(Errno.EINVAL, "link_create.flags must be 0")
-    f = task.files.fdget(attr.link_create.target_fd)
-    if f.kind != "perf_event":
-        raise KernelError(Errno.EBADF, "target_fd is not a perf event")
-    raise KernelError(Errno.EOPNOTSUPP, "perf events are not modelled")
+    """bpf_perf_link_attach() (fakekernel/perf/bpf_event.py)."""
+    from fakekernel.perf.bpf_event import bpf_perf_link_attach
+    return bpf_perf_link_attach(kern, task, attr, prog)
 
 
 def _kprobe_link(kern, task, attr, prog) -> int:
@@ -52,12 +55,51 @@ def _kprobe_link(kern, task, attr, prog) -> int:
     raise KernelError(Errno.EOPNOTSUPP, "uprobe_multi is not modelled")
 
 
+def _sched_cls_link(kern, task, attr, prog) -> int:
+    """tcx_link_attach() for BPF_TCX_INGRESS/EGRESS (netkit links are not modelled)."""
+    if attr.link_create.attach_type in tcx.TCX_ATTACH_TYPES:
+        return tcx.tcx_link_attach(kern, task, attr, prog)
+    raise KernelError(Errno.EINVAL, "netkit is not modelled")
+
+
+def _tracing_link(kern, task, attr, prog) -> int:
+    """link_create() for TRACING and LSM programs: the attach type must be the load's; then
+    tp_btf (a raw tracepoint link), iterators, or a trampoline link (fentry/fexit/fmod_ret,
+    LSM).  LSM_CGROUP links are not modelled."""
+    lc = attr.link_create
+    eat = prog.expected_attach_type
+    if lc.attach_type != eat:
+        raise KernelError(Errno.EINVAL, "attach_type differs from expected_attach_type")
+    if eat == AttachType.TRACE_RAW_TP:
+        return trampoline.bpf_tracing_raw_tp_attach(kern, task, prog, 0, lc.tracing.cookie)
+    if eat == AttachType.TRACE_ITER:
+        from fakekernel.iter import bpf_iter_link_attach
+        return bpf_iter_link_attach(kern, task, attr, prog)
+    if eat == AttachType.LSM_CGROUP:
+        raise KernelError(Errno.EOPNOTSUPP, "LSM_CGROUP links are not modelled")
+    return trampoline.bpf_tracing_prog_attach(kern, task, prog, lc.target_fd, lc.target_btf_id,
+                                              lc.tracing.cookie)
+
+
+def _ext_link(kern, task, attr, prog) -> int:
+    lc = attr.link_create
+    return trampoline.bpf_tracing_prog_attach(kern, task, prog, lc.target_fd, lc.target_btf_id,
+                                              lc.tracing.cookie)
+
+
 _LINK_ATTACH = {
     **dict.fromkeys(_CGROUP_LINK_PROG_TYPES, cgroup.cgroup_bpf_link_attach),
     ProgType.XDP: bpf_xdp_link_attach,
     ProgType.PERF_EVENT: _bpf_perf_link_attach,
     ProgType.TRACEPOINT: _bpf_perf_link_attach,
     ProgType.KPROBE: _kprobe_link,
+    ProgType.FLOW_DISSECTOR: netns_bpf_link_create,
+    ProgType.NETFILTER: bpf_nf_link_attach,
+    ProgType.SK_LOOKUP: netns_bpf_link_create,
+    ProgType.SCHED_CLS: _sched_cls_link,
+    ProgType.TRACING: _tracing_link,
+    ProgType.LSM: _tracing_link,
+    ProgType.EXT: _ext_link,
 }
 
 
@@ -85,7 +127,7 @@ def link_update(kern, task, attr, ctx) -> int:
     BPF_F_REPLACE old_prog_fd, else a non-zero old_prog_fd is EINVAL; the link kind's
     update_prog then decides (EPERM for a different old prog, EINVAL for another type,
     ENOLINK once detached).  Link kinds without update_prog answer EINVAL.
-    (No link kind here has update_map: struct_ops links cannot be created.)
+    (struct_ops links have no update_map here: a new map fd is read as new_prog_fd.)
     """
     lu = attr.link_update
     if lu.flags & ~int(AttachFlags.REPLACE):
@@ -136,10 +178,10 @@ def bpf_link_get_next_id(kern, task, attr, ctx) -> int:
 
 # prog type -> attach function of bpf_raw_tp_link_attach().  The kernel accepts TRACING,
 # EXT, LSM (attach point from the load-time btf id) and RAW_TRACEPOINT(_WRITABLE) (attach
-# point by name).  None of those prog types is registered in fakekernel.bpf_types yet, so
-# no program that could be opened here can be loaded: every loadable type gets the
-# kernel's answer for "any other type", EINVAL.
-_RAW_TP_ATTACH: dict = {}
+# point by name, trace/raw_tp.py); any other type is EINVAL.
+_RAW_TP_ATTACH: dict = {**dict.fromkeys(RAW_TP_PROG_TYPES, bpf_raw_tp_link_attach),
+                        **dict.fromkeys((ProgType.TRACING, ProgType.EXT, ProgType.LSM),
+                                        trampoline.bpf_tracing_raw_tp_attach)}
 
 
 @bpf_command(BpfCmd.RAW_TRACEPOINT_OPEN, last_field="raw_tracepoint.cookie")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fakekernel.errors import Errno, KernelError
 from fakekernel.bpf.map_btf import map_check_btf
+from fakekernel.bpf.memcg import memcg_charge_new_map
 from fakekernel.fdtable import FMode
 from fakekernel.syscall.command import bpf_command
 from fakekernel.syscall.fdget import bpf_get_file_flag, bpf_map_get, bpf_map_new_fd
@@ -115,7 +116,7 @@ def _attach_btf(task, m, attr) -> None:
         getter()
     m.btf = btf
     if attr.btf_value_type_id:
-        map_check_btf(m, btf, attr.btf_key_type_id, attr.btf_value_type_id)
+        map_check_btf(m, btf, attr.btf_key_type_id, attr.btf_value_type_id, task=task)
     m.btf_key_type_id = attr.btf_key_type_id
     m.btf_value_type_id = attr.btf_value_type_id
     m.btf_vmlinux_value_type_id = attr.btf_vmlinux_value_type_id
@@ -163,6 +164,7 @@ def map_create(kern, task, attr, ctx) -> int:
         _map_offload_alloc(kern, task, attr)
     m = map_cls.map_alloc(kern, attr, task)
     try:
+        memcg_charge_new_map(kern, m)       # __GFP_ACCOUNT allocations over memory.max
         m.name = bpf_obj_name_cpy(ffi.buffer(attr.map_name)[:])
         _attach_btf(task, m, attr)
         if attr.excl_prog_hash:
@@ -228,7 +230,12 @@ def map_update_elem(kern, task, attr, ctx) -> int:
     _check_lock_flag(m, attr.flags)
     key = _copy_key(task, attr.key, m.key_size)
     value = task.mm.copy_from_user(attr.value, m.sys_value_size)
-    m.sys_update(key, value, attr.flags)
+    # bpf_map_update_value(map, map_file, ...): fd arrays whose slots remember the map file
+    # the update came through (perf event arrays) take it; every other map ignores it
+    if getattr(m, "sys_update_via", None) is not None:
+        m.sys_update_via(f, key, value, attr.flags)
+    else:
+        return m.sys_update(key, value, attr.flags) or 0      # struct_ops can return 1
     return 0
 
 

@@ -274,6 +274,9 @@ def bpf_map_get_info_by_fd(kern, task, file, bpf_map, attr, ctx) -> int:
         info.btf_key_type_id = bpf_map.btf_key_type_id
         info.btf_value_type_id = bpf_map.btf_value_type_id
     info.btf_vmlinux_value_type_id = bpf_map.btf_vmlinux_value_type_id
+    fill = getattr(bpf_map, "map_info_fill", None)
+    if fill is not None:            # bpf_map_struct_ops_info_fill()
+        fill(info)
 
     # exclusive-map hashes (6.18): the SHA-256 of a frozen map's contents
     if info.hash:

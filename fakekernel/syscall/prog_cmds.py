@@ -106,6 +106,21 @@ def _check_attach(prog_type: int, eat: int, attach_btf: bool, btf_id: int, dst_p
         raise KernelError(Errno.EINVAL, "expected_attach_type must be 0")
 
 
+def _kernel_btf_get_by_fd(task, fd: int):
+    """attach_btf_obj_fd: btf_get_by_fd() (EINVAL when it is not a BTF), and only kernel BTF
+    (ENOTSUPP for a program's BTF).  Kernel BTF objects live as long as the kernel: no ref."""
+    from fakekernel.btf import BTF_FILE_KIND
+    try:
+        f = task.files.fdget(fd)
+    except KernelError:
+        raise KernelError(Errno.EINVAL, "attach_prog_fd is neither a prog nor a BTF") from None
+    if f.kind != BTF_FILE_KIND:
+        raise KernelError(Errno.EINVAL, "attach_prog_fd is neither a prog nor a BTF")
+    if not f.private_data.kernel_btf:
+        raise KernelError(Errno.ENOTSUPP, "attach through a program's BTF object")
+    return f.private_data
+
+
 def _token_fd(task, attr) -> None:
     """bpf_token_get_from_fd(): no tokens exist in this kernel, so every fd is wrong."""
     fdget_file = task.files.fdget(attr.prog_token_fd)     # EBADF
@@ -138,16 +153,18 @@ def bpf_prog_load(kern, task, attr, ctx) -> int:
         raise KernelError(Errno.EPERM, "prog type needs CAP_PERFMON")
 
     dst_prog = None
-    attach_btf = False
+    attach_btf = None
     if attr.attach_prog_fd:
         try:
             dst_prog = fdget.bpf_prog_get(task, attr.attach_prog_fd)
         except KernelError:
-            # an fd of a BTF object instead: module BTF is not modelled yet
-            raise KernelError(Errno.EINVAL, "attach_prog_fd is neither a prog nor a kernel BTF") from None
+            attach_btf = _kernel_btf_get_by_fd(task, attr.attach_btf_obj_fd)
     elif attr.attach_btf_id:
-        attach_btf = True          # vmlinux BTF is always present on 6.18
-    _check_attach(prog_type, eat, attach_btf, attr.attach_btf_id, dst_prog)
+        # fall back to the vmlinux BTF (bpf_get_btf_vmlinux()); EINVAL on a kernel without BTF
+        attach_btf = kern.btf_vmlinux
+        if attach_btf is None:
+            raise KernelError(Errno.EINVAL, "the kernel has no BTF")
+    _check_attach(prog_type, eat, attach_btf is not None, attr.attach_btf_id, dst_prog)
 
     # copy the program and its license from user memory (EFAULT)
     insns = task.mm.copy_from_user(attr.insns, attr.insn_cnt * _INSN_SIZE)
@@ -161,7 +178,7 @@ def bpf_prog_load(kern, task, attr, ctx) -> int:
                      attach_btf_id=attr.attach_btf_id,
                      sleepable=bool(attr.prog_flags & ProgLoadFlags.SLEEPABLE),
                      xdp_has_frags=bool(attr.prog_flags & ProgLoadFlags.XDP_HAS_FRAGS),
-                     ifindex=attr.prog_ifindex)
+                     ifindex=attr.prog_ifindex, attach_btf=attach_btf, dst_prog=dst_prog)
     aux.name = bpf_obj_name_cpy(bytes(ffi.buffer(attr.prog_name)))
     prog = BpfProg(kern=kern, type=prog_type, expected_attach_type=eat, insns=insns,
                    orig_insns=insns, len=attr.insn_cnt,

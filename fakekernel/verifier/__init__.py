@@ -14,7 +14,7 @@ import time
 
 from fakekernel.errors import KernelError
 from fakekernel.verifier.btf_info import check_btf_info, check_btf_info_early
-from fakekernel.verifier.calls import resolve_pseudo_ldimm64
+from fakekernel.verifier.calls import check_pseudo_func_info, resolve_pseudo_ldimm64
 from fakekernel.verifier.cfg import add_subprogs, check_cfg, check_subprogs, compute_live_regs
 from fakekernel.verifier.check import do_check
 from fakekernel.verifier.env import BPF_COMPLEXITY_LIMIT_INSNS, GiveUp, InsnAux, VerifierEnv, VerifierError
@@ -22,7 +22,7 @@ from fakekernel.verifier.fixups import convert_ctx_accesses, convert_pseudo_ld_i
 from fakekernel.verifier.log import BPF_LOG_LEVEL2, BPF_LOG_STATS, VerifierLog
 from uapi.errno import Errno
 from uapi.ffi import offsetofend
-from uapi.insn import decode_prog, encode_prog
+from uapi.insn import BPF_SIZE, BPF_SIZE_BYTES, decode_prog, encode_prog
 
 __all__ = ["bpf_check", "VerifierLog"]
 
@@ -36,6 +36,12 @@ def _verifier_ops(prog):
     return VERIFIER_OPS_BY_TYPE.get(prog.type)
 
 
+def _check_attach_btf_id(env) -> None:
+    # imported here: attach_btf reads the BTF modules, which import the verifier log
+    from fakekernel.verifier.attach_btf import check_attach_btf_id
+    check_attach_btf_id(env)
+
+
 def _stats(env, elapsed_ns: int) -> str:
     """print_verification_stats()."""
     text = ""
@@ -44,6 +50,16 @@ def _stats(env, elapsed_ns: int) -> str:
     return text + (f"processed {env.insn_processed} insns (limit {BPF_COMPLEXITY_LIMIT_INSNS}) max_states_per_insn "
             f"{env.max_states_per_insn} total_states {env.total_states} peak_states {env.peak_states} "
             f"mark_read 0\n")
+
+
+def _max_ctx_offset_unwalked(env) -> None:
+    """Without a complete walk, aux.max_ctx_offset comes from every load/store that may go
+    through the ctx pointer (what the walk would have recorded, or more)."""
+    from fakekernel.verifier.fixups import ctx_load_sites
+    for i in ctx_load_sites(env.insns):
+        insn = env.insns[i]
+        env.prog.aux.max_ctx_offset = max(env.prog.aux.max_ctx_offset,
+                                          insn.off + BPF_SIZE_BYTES[BPF_SIZE(insn.code)])
 
 
 def bpf_check(kern, task, prog, attr, ctx) -> None:
@@ -66,6 +82,8 @@ def bpf_check(kern, task, prog, attr, ctx) -> None:
         check_btf_info(env, attr, ctx, starts)
         resolve_pseudo_ldimm64(env)
         check_cfg(env)
+        check_pseudo_func_info(env)
+        _check_attach_btf_id(env)
         if not env.has_subprogs:
             compute_live_regs(env)
             do_check(env)
@@ -77,6 +95,8 @@ def bpf_check(kern, task, prog, attr, ctx) -> None:
     if not err:
         if not log.level & BPF_LOG_LEVEL2:
             log.reset(0)
+        if not walked:
+            _max_ctx_offset_unwalked(env)
         convert_ctx_accesses(env, complete=walked)
     log.write(_stats(env, time.monotonic_ns() - start))
     prog.aux.verified_insns = env.insn_processed

@@ -4,10 +4,10 @@ an untracked value, which never causes a rejection).
 """
 from __future__ import annotations
 
-from fakekernel.helpers.proto import TypeFlag
+from fakekernel.helpers.proto import TypeFlag, base_type
 from fakekernel.verifier.env import GiveUp
 from fakekernel.verifier.mem import coerce_to_size
-from fakekernel.verifier.regs import Reg, RegType
+from fakekernel.verifier.regs import Reg, RegType, reg_type_str
 from fakekernel.verifier.scalar import scalar_alu
 from uapi.bpf import (
     BPF_ADD, BPF_ALU64, BPF_ARSH, BPF_DIV, BPF_END, BPF_K, BPF_LSH, BPF_MOD, BPF_MOV, BPF_NEG, BPF_RSH,
@@ -130,6 +130,10 @@ def _adjust_reg_min_max_vals(env, state, insn, op: int, dst: Reg, src: Reg, alu6
     if not alu64 or op not in (BPF_ADD, BPF_SUB) or (sptr and op == BPF_SUB):
         return Reg(RegType.UNTRACKED)
     t = ptr.type
+    if t & TypeFlag.PTR_MAYBE_NULL and base_type(t) in (RegType.PTR_TO_BTF_ID, RegType.PTR_TO_BUF) \
+            and not ptr.weak_null:
+        raise env.fail(state, Errno.EACCES, f"R{insn.dst_reg} pointer arithmetic on {reg_type_str(t)} "
+                                            f"prohibited, null-check it first\n")
     if t & TypeFlag.PTR_MAYBE_NULL or t in (RegType.CONST_PTR_TO_MAP, RegType.PTR_TO_PACKET_END):
         return Reg(RegType.UNTRACKED)
     if t not in (RegType.PTR_TO_STACK, RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_CTX) + _PKT:

@@ -6,13 +6,16 @@ from __future__ import annotations
 from fakekernel.bpf.prog import prog_tag
 from fakekernel.errors import KernelError
 from fakekernel.helpers.proto import ArgType, RetType, TypeFlag, base_type
+from fakekernel.verifier.map_func import (bpf_cgroup_storage_assign, check_get_local_storage_flags,
+                                          check_map_func_compatibility)
 from fakekernel.verifier.cfg import bpf_opcode_in_insntable, is_ldimm64
 from fakekernel.verifier.env import GiveUp
 from fakekernel.verifier.regs import Reg, RegType, reg_type_str
 from uapi.asm import func_id_name
 from uapi.bpf import (
     BPF_FUNC_MAX_ID, BPF_LDX, BPF_MEM, BPF_MEMSX, BPF_PSEUDO_BTF_ID, BPF_PSEUDO_FUNC, BPF_PSEUDO_MAP_FD,
-    BPF_PSEUDO_MAP_IDX, BPF_PSEUDO_MAP_IDX_VALUE, BPF_PSEUDO_MAP_VALUE, FuncId, MapType,
+    BPF_PSEUDO_MAP_IDX, BPF_PSEUDO_MAP_IDX_VALUE, BPF_PSEUDO_MAP_VALUE, AttachType, FuncId, MapFlags,
+    MapType, ProgType,
 )
 from uapi.errno import Errno
 from uapi.insn import BPF_CLASS, BPF_MODE, Insn, encode_prog, s32, s64, u32
@@ -36,6 +39,10 @@ _COMPATIBLE = {
     ArgType.CONST_MAP_PTR: (RegType.CONST_PTR_TO_MAP,),
     ArgType.PTR_TO_CTX: (RegType.PTR_TO_CTX,),
 }
+
+# helpers record_func_map() refuses on a BPF_F_RDONLY_PROG map
+_MAP_WRITE_FUNCS = frozenset({FuncId.map_delete_elem, FuncId.map_update_elem,
+                              FuncId.map_push_elem, FuncId.map_pop_elem})
 
 #: bpf_helper_changes_pkt_data(): these invalidate every packet pointer
 _CHANGES_PKT_DATA = frozenset({
@@ -84,6 +91,32 @@ def _add_used_map_from_fd(env, fd: int) -> int:
     return len(env.used_maps) - 1
 
 
+def check_pseudo_func_info(env) -> None:
+    """check_ld_imm() for BPF_PSEUDO_FUNC: a callback pointer needs BTF func_info (the walk
+    reaches it in the kernel; the first pass checks every such insn once the CFG is known)."""
+    if getattr(env.prog.aux, "func_info", None):
+        return
+    for insn in env.insns:
+        if is_ldimm64(insn) and insn.src_reg == BPF_PSEUDO_FUNC:
+            raise env.reject(Errno.EINVAL, "missing btf func_info\n")
+
+
+def _check_new_arena(env, bpf_map) -> None:
+    """__add_used_map(): what a program using an arena needs (one arena, CAP_BPF + CAP_PERFMON,
+    a JIT, and a user address fixed by map_extra or a first mmap) — before the direct value
+    address is computed on 6.18."""
+    if bpf_map.map_type != MapType.ARENA:
+        return
+    if any(m.map_type == MapType.ARENA for m in env.used_maps if m is not bpf_map):
+        raise env.reject(Errno.EBUSY, "Only one arena per program\n")
+    if not env.allow_ptr_leaks or not env.bpf_capable:
+        raise env.reject(Errno.EPERM, "CAP_BPF and CAP_PERFMON are required to use arena\n")
+    if not env.kern.sysctl("net.core.bpf_jit_enable"):
+        raise env.reject(Errno.EOPNOTSUPP, "JIT is required to use arena\n")
+    if not bpf_map.user_vm_start:
+        raise env.reject(Errno.EINVAL, "arena's user address must be set via map_extra or mmap()\n")
+
+
 def resolve_pseudo_ldimm64(env) -> None:
     """Tag the program, check LDX/LD_IMM64 fields and opcodes, and turn map fds into map pointers."""
     env.prog.tag = prog_tag(_tag_image(env.insns))
@@ -109,10 +142,13 @@ def resolve_pseudo_ldimm64(env) -> None:
                 raise env.reject(Errno.EINVAL, "unrecognized bpf_ld_imm64 insn\n")
             if src in (BPF_PSEUDO_MAP_IDX, BPF_PSEUDO_MAP_IDX_VALUE):
                 raise GiveUp("fd_array map references are not modelled")
+            n_used = len(env.used_maps)
             idx = _add_used_map_from_fd(env, insn.imm)
             bpf_map = env.used_maps[idx]
             aux = env.aux[i]
             aux.map_index = idx
+            if len(env.used_maps) > n_used:
+                _check_new_arena(env, bpf_map)      # in __add_used_map() on 6.18 (measured)
             if src == BPF_PSEUDO_MAP_FD:
                 addr = env.kern.mem.map_object(bpf_map)
             else:
@@ -130,6 +166,8 @@ def resolve_pseudo_ldimm64(env) -> None:
                 aux.map_off = off
             insns[i] = Insn(insn.code, insn.dst_reg, insn.src_reg, insn.off, s32(addr))
             insns[i + 1] = Insn(0, 0, 0, 0, s32(addr >> 32))
+            if len(env.used_maps) > n_used:             # extra checks for a newly used map
+                bpf_cgroup_storage_assign(env, bpf_map)
             i += 2
             continue
         if not bpf_opcode_in_insntable(insn.code):
@@ -145,6 +183,8 @@ def _check_reg_type(env, state, regno: int, arg_type: int) -> None:
     t = reg.type
     if t == RegType.UNTRACKED:
         raise GiveUp("untracked register passed to a helper")
+    if base_type(t) == RegType.PTR_TO_BTF_ID:
+        raise GiveUp("BTF pointers as helper arguments are not modelled")
     if arg_type & TypeFlag.PTR_MAYBE_NULL:
         t &= ~TypeFlag.PTR_MAYBE_NULL
     compatible = _COMPATIBLE[base_type(arg_type)]
@@ -171,6 +211,67 @@ def _const_stack_key(state, reg: Reg, key_size: int) -> int | None:
         if slot is None or slot.slot_type[idx] != "0":
             return None
     return value
+
+
+def process_timer_func(env, state, regno: int):
+    """check_reg_type() for ARG_PTR_TO_TIMER, then process_timer_func(): a map value pointer
+    at the constant offset of the value's bpf_timer.  Returns the map (meta->map_ptr)."""
+    reg = state.regs[regno]
+    if reg.type == RegType.UNTRACKED:
+        raise GiveUp("untracked register passed as a bpf_timer")
+    if reg.type != RegType.PTR_TO_MAP_VALUE:
+        raise env.fail(state, Errno.EACCES, f"R{regno} type={reg_type_str(reg.type)} expected=map_value\n")
+    if not reg.var_off.is_const():
+        raise env.fail(state, Errno.EINVAL, f"R{regno} doesn't have constant offset. bpf_timer has to be "
+                                            f"at the constant offset\n")
+    bpf_map = reg.map
+    name = bpf_map.name.decode(errors="replace")
+    if bpf_map.btf is None:
+        raise env.fail(state, Errno.EINVAL, f"map '{name}' has to have BTF in order to use bpf_timer\n")
+    record = getattr(bpf_map, "record", None)
+    timer_off = None if record is None else record.timer_off
+    if timer_off is None:
+        raise env.fail(state, Errno.EINVAL, f"map '{name}' has no valid bpf_timer\n")
+    off = s64(reg.var_off.value) + reg.off
+    if off != timer_off:
+        raise env.fail(state, Errno.EINVAL, f"off {off} doesn't point to 'struct bpf_timer' that is "
+                                            f"at {timer_off}\n")
+    return bpf_map
+
+
+def process_spin_lock(env, state, regno: int, is_lock: bool) -> None:
+    """check_reg_type() for ARG_PTR_TO_SPIN_LOCK, then process_spin_lock(): a map value
+    pointer at the constant offset of the value's bpf_spin_lock; one lock held at a time."""
+    reg = state.regs[regno]
+    if reg.type == RegType.UNTRACKED:
+        raise GiveUp("untracked register passed to bpf_spin_lock")
+    if reg.type != RegType.PTR_TO_MAP_VALUE:
+        raise env.fail(state, Errno.EACCES,
+                       f"R{regno} type={reg_type_str(reg.type)} expected=map_value, ptr_\n")
+    if not reg.var_off.is_const():
+        raise env.fail(state, Errno.EINVAL, f"R{regno} doesn't have constant offset. bpf_spin_lock has "
+                                            f"to be at the constant offset\n")
+    bpf_map = reg.map
+    name = bpf_map.name.decode(errors="replace")
+    if bpf_map.btf is None:
+        raise env.fail(state, Errno.EINVAL, f"map '{name}' has to have BTF in order to use bpf_spin_lock\n")
+    lock_off = getattr(bpf_map, "spin_lock_off", None)
+    if lock_off is None:
+        raise env.fail(state, Errno.EINVAL, f"map '{name}' has no valid bpf_spin_lock\n")
+    off = s64(reg.var_off.value) + reg.off
+    if off != lock_off:
+        raise env.fail(state, Errno.EINVAL, f"off {off} doesn't point to 'struct bpf_spin_lock' that is "
+                                            f"at {lock_off}\n")
+    if is_lock:
+        if state.active_lock is not None:
+            raise env.fail(state, Errno.EINVAL, "Locking two bpf_spin_locks are not allowed\n")
+        state.active_lock = (bpf_map, reg.id)
+        return
+    if state.active_lock is None:
+        raise env.fail(state, Errno.EINVAL, "bpf_spin_unlock without taking a lock\n")
+    if state.active_lock[0] is not bpf_map or state.active_lock[1] != reg.id:
+        raise env.fail(state, Errno.EINVAL, "bpf_spin_unlock of different lock\n")
+    state.active_lock = None
 
 
 def _check_mem_size_reg(env, state, fn, mem_regno: int, size_regno: int, zero_ok: bool):
@@ -205,6 +306,23 @@ def _check_mem_size_reg(env, state, fn, mem_regno: int, size_regno: int, zero_ok
     return None
 
 
+_TRAMPOLINE_ATTACH = frozenset({AttachType.TRACE_FENTRY, AttachType.TRACE_FEXIT, AttachType.MODIFY_RETURN})
+
+
+def _check_get_func_ip(env) -> None:
+    """check_get_func_ip(): kprobes, and tracing programs with a trampoline."""
+    prog = env.prog
+    dst = getattr(prog.aux, "dst_prog", None)
+    ptype = dst.type if prog.type == ProgType.EXT and dst is not None else prog.type   # resolve_prog_type()
+    name = f"{func_id_name(FuncId.get_func_ip)}#{int(FuncId.get_func_ip)}"
+    if ptype == ProgType.TRACING:
+        if prog.expected_attach_type not in _TRAMPOLINE_ATTACH:
+            raise env.reject(Errno.ENOTSUPP, f"func {name} supported only for fentry/fexit/fmod_ret programs\n")
+        return
+    if ptype != ProgType.KPROBE:
+        raise env.reject(Errno.ENOTSUPP, f"func {name} not supported for program type {int(ptype)}\n")
+
+
 def check_helper_call(env, state, insn) -> None:
     """check_helper_call(): proto lookup, licence, argument checks, R0 and clobbers."""
     from fakekernel.verifier.mem import check_helper_mem_access
@@ -219,11 +337,12 @@ def check_helper_call(env, state, insn) -> None:
         raise env.reject(Errno.EINVAL, "cannot call GPL-restricted function from non-GPL compatible program\n")
     if fn.allowed is not None and not fn.allowed(env.prog):
         raise env.reject(Errno.EINVAL, "helper call is not allowed in probe\n")
-    if fn.might_sleep:
+    if fn.might_sleep and not env.prog.aux.sleepable:
         raise env.reject(Errno.EINVAL, "helper call might sleep in a non-sleepable prog\n")
     bpf_map = None
     const_key = None
     mem_regno, raw_write = 0, None
+    timer_map = None
     for i in range(5):
         arg_type = fn.arg(i)
         regno = i + 1
@@ -239,7 +358,14 @@ def check_helper_call(env, state, insn) -> None:
         if bt == ArgType.PTR_TO_CTX and reg.off != 0:
             raise env.fail(state, Errno.EACCES,
                            f"dereference of modified ctx ptr R{regno} off={reg.off} disallowed\n")
+        if bt == ArgType.PTR_TO_SPIN_LOCK:
+            process_spin_lock(env, state, regno, func_id == FuncId.spin_lock)
+        elif bt == ArgType.PTR_TO_TIMER:
+            timer_map = process_timer_func(env, state, regno)
         if bt == ArgType.CONST_MAP_PTR:
+            if timer_map is not None and reg.map is not timer_map:
+                raise env.fail(state, Errno.EINVAL, f"timer pointer in R1 map_uid=0 doesn't match map "
+                                                    f"pointer in R{regno} map_uid=0\n")
             bpf_map = reg.map
         elif bt in (ArgType.PTR_TO_MAP_KEY, ArgType.PTR_TO_MAP_VALUE):
             if bpf_map is None:
@@ -256,6 +382,10 @@ def check_helper_call(env, state, insn) -> None:
             raw_write = _check_mem_size_reg(env, state, fn, mem_regno, regno, bt == ArgType.CONST_SIZE_OR_ZERO) \
                 or raw_write
             mem_regno = 0
+    if bpf_map is not None and func_id in _MAP_WRITE_FUNCS and \
+            bpf_map.map_flags & MapFlags.RDONLY_PROG:               # record_func_map()
+        raise env.fail(state, Errno.EACCES, "write into map forbidden\n")
+    check_get_local_storage_flags(env, state, func_id)
     if raw_write is not None:
         from fakekernel.verifier.mem import mark_stack_raw_write
         mark_stack_raw_write(env, state, *raw_write)
@@ -286,6 +416,8 @@ def check_helper_call(env, state, insn) -> None:
                 weak = True
         if nonnull:
             r0 = Reg.ptr(RegType.PTR_TO_MAP_VALUE, bpf_map=bpf_map)
+            if getattr(bpf_map, "spin_lock_off", None) is not None:
+                r0.id = env.new_id()        # a lockable value: bpf_spin_unlock matches the id
         else:
             r0 = Reg.ptr(RegType.PTR_TO_MAP_VALUE | TypeFlag.PTR_MAYBE_NULL, bpf_map=bpf_map, id_=env.new_id())
             r0.weak_null = weak
@@ -293,3 +425,6 @@ def check_helper_call(env, state, insn) -> None:
     else:
         state.regs[0] = Reg(RegType.UNTRACKED)
     env.mark_reg_scratched(0)
+    check_map_func_compatibility(env, bpf_map, func_id)
+    if func_id == FuncId.get_func_ip:
+        _check_get_func_ip(env)

@@ -23,7 +23,7 @@ from uapi.bpf import (
     BPF_FETCH, BPF_IMM, BPF_IND, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JGT, BPF_JLE, BPF_JLT, BPF_JMP, BPF_JMP32,
     BPF_JNE, BPF_JSET, BPF_K, BPF_LD, BPF_LDX, BPF_MEM, BPF_MEMSX, BPF_OR, BPF_PSEUDO_CALL,
     BPF_PSEUDO_KFUNC_CALL, BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, BPF_ST, BPF_STX, BPF_W, BPF_X, BPF_XCHG,
-    BPF_XOR, ProgType,
+    BPF_XOR, FuncId, MapType, ProgType,
 )
 from uapi.errno import Errno
 from uapi.insn import BPF_CLASS, BPF_MODE, BPF_OP, BPF_SIZE, BPF_SIZE_BYTES, BPF_SRC, u32, u64
@@ -61,6 +61,8 @@ def _print_verifier_state(env, state, print_all: bool) -> str:
             parts.append(f" fp{(-spi - 1) * BPF_REG_SIZE}={types[:types.index('r')]}{slot.spilled.state_str()}")
         else:
             parts.append(f" fp{(-spi - 1) * BPF_REG_SIZE}={types}")
+    if state.active_lock is not None and state.active_lock[1]:     # the lock is a reference
+        parts.append(f" refs={state.active_lock[1]}")
     if not print_all:
         env.clean()
     return "".join(parts) + "\n"
@@ -94,8 +96,13 @@ def _mark_ptr_or_null(state, reg_id: int, is_null: bool) -> None:
             return Reg.const(0)
         n = r.copy()
         n.type = r.type & ~TypeFlag.PTR_MAYBE_NULL
-        n.id = 0
+        if not (n.type == RegType.PTR_TO_MAP_VALUE and getattr(n.map, "spin_lock_off", None) is not None):
+            n.id = 0            # reg_may_point_to_spin_lock(): a lockable value keeps its id
         n.weak_null = False
+        inner = getattr(r.map, "inner_map_meta", None) if n.type == RegType.PTR_TO_MAP_VALUE else None
+        if inner is not None:       # a map-of-maps lookup yields the inner map (its template)
+            n.type = RegType.CONST_PTR_TO_MAP
+            n.map = inner
         return n
     state.regs = [fix(r) for r in state.regs]
     for slot in state.stack.values():
@@ -170,8 +177,9 @@ def _check_cond_jmp_op(env, state, insn) -> int | None:
         sure, taken = True, -1
         ptr, other = (dst, src) if dst.type != RegType.SCALAR_VALUE else (src, dst)
         if other.type == RegType.SCALAR_VALUE and other.is_const() and other.const_value == 0 \
-                and op in (BPF_JEQ, BPF_JNE) and not jmp32 and base_type(ptr.type) in _NEVER_NULL \
-                and not ptr.type & TypeFlag.PTR_MAYBE_NULL:
+                and op in (BPF_JEQ, BPF_JNE) and not jmp32 and not ptr.type & TypeFlag.PTR_MAYBE_NULL \
+                and (base_type(ptr.type) in _NEVER_NULL or (base_type(ptr.type) == RegType.PTR_TO_BTF_ID
+                                                           and ptr.type & TypeFlag.PTR_TRUSTED)):
             taken = 0 if op == BPF_JEQ else 1
     if taken == 1:
         state.sure = state.sure and sure
@@ -260,6 +268,8 @@ def _check_ld_imm(env, state, insn, idx: int) -> None:
     bpf_map = env.used_maps[aux.map_index] if aux.map_index >= 0 else None
     if insn.src_reg == BPF_PSEUDO_MAP_FD and bpf_map is not None:
         state.regs[insn.dst_reg] = Reg.ptr(RegType.CONST_PTR_TO_MAP, bpf_map=bpf_map)
+    elif insn.src_reg == BPF_PSEUDO_MAP_VALUE and bpf_map is not None and bpf_map.map_type == MapType.ARENA:
+        state.regs[insn.dst_reg] = Reg.unknown()        # an arena's user address: a scalar
     elif insn.src_reg == BPF_PSEUDO_MAP_VALUE and bpf_map is not None:
         state.regs[insn.dst_reg] = Reg.ptr(RegType.PTR_TO_MAP_VALUE, off=aux.map_off, bpf_map=bpf_map)
     else:
@@ -315,7 +325,10 @@ def _check_return_code(env, state) -> None:
     get_range = getattr(env.ops, "get_ret_range", None) if env.ops is not None else None
     if get_range is None:
         return
-    lo, hi = get_range(env.prog)
+    rng = get_range(env.prog)
+    if rng is None:                   # this attach type may return anything
+        return
+    lo, hi = rng
     r0 = state.regs[0]
     if r0.type == RegType.UNTRACKED or (r0.type == RegType.SCALAR_VALUE and not r0.exact):
         raise GiveUp("return value not modelled")
@@ -440,6 +453,8 @@ def _step(env, state, insn, cls: int, idx: int):
                     insn.src_reg not in (0, BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL) or insn.dst_reg != 0 or \
                     cls == BPF_JMP32:
                 raise env.fail(state, Errno.EINVAL, "BPF_CALL uses reserved fields\n")
+            if state.active_lock is not None and insn.src_reg == 0 and insn.imm != FuncId.spin_unlock:
+                raise env.fail(state, Errno.EINVAL, "function calls are not allowed while holding a lock\n")
             if insn.src_reg != 0:
                 raise GiveUp("bpf-to-bpf and kfunc calls are not modelled")
             check_helper_call(env, state, insn)
@@ -452,6 +467,9 @@ def _step(env, state, insn, cls: int, idx: int):
         elif op == BPF_EXIT:
             if BPF_SRC(insn.code) != BPF_K or insn.imm or insn.src_reg or insn.dst_reg or cls == BPF_JMP32:
                 raise env.fail(state, Errno.EINVAL, "BPF_EXIT uses reserved fields\n")
+            if state.active_lock is not None:       # check_resource_leak()
+                raise env.fail(state, Errno.EINVAL, "BPF_EXIT instruction in main prog cannot be used "
+                                                    "inside bpf_spin_lock-ed region\n")
             _check_return_code(env, state)
             return "exit"
         elif op == 0xE0:

@@ -76,7 +76,7 @@ class StackSlot:
 class VerifierState:
     """struct bpf_verifier_state with one frame (bpf-to-bpf calls are not modelled yet)."""
 
-    __slots__ = ("regs", "stack", "allocated_stack", "sure", "parent", "speculative")
+    __slots__ = ("regs", "stack", "allocated_stack", "sure", "parent", "speculative", "active_lock")
 
     def __init__(self):
         self.regs = [Reg() for _ in range(MAX_BPF_REG)]
@@ -85,6 +85,7 @@ class VerifierState:
         self.sure = True                # every branch decision so far matches the kernel's
         self.parent: Checkpoint | None = None
         self.speculative = False
+        self.active_lock: tuple | None = None   # (map, reg id) of the held bpf_spin_lock
 
     def copy(self) -> "VerifierState":
         s = VerifierState.__new__(VerifierState)
@@ -94,6 +95,7 @@ class VerifierState:
         s.sure = self.sure
         s.parent = self.parent
         s.speculative = self.speculative
+        s.active_lock = self.active_lock
         return s
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import attrs
 
+from fakekernel.btf_fields import map_value_field_access
 from fakekernel.helpers.proto import TypeFlag, base_type
+from fakekernel.verifier.btf_access import check_ptr_to_btf_read
 from fakekernel.verifier.env import (
     BPF_REG_SIZE, MAX_BPF_STACK, STACK_INVALID, STACK_MISC, STACK_SPILL, STACK_ZERO, GiveUp, StackSlot,
 )
@@ -14,11 +16,18 @@ from fakekernel.verifier.regs import Reg, RegType, Tnum, reg_type_str
 from fakekernel.progs.ctx import BPF_READ, BPF_WRITE
 from uapi.bpf import MapFlags, ProgType
 from uapi.errno import Errno
+from uapi.ffi import ffi
 from uapi.insn import s64
 
 __all__ = ["AccessInfo", "check_mem_access", "check_helper_mem_access", "coerce_to_size", "mark_stack_raw_write"]
 
 _PKT_TYPES = (RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META)
+_FLOW_KEYS_SIZE = ffi.sizeof("struct bpf_flow_keys")
+
+
+def _insn_value_regno(env, insn_idx: int) -> int:
+    """The register a store writes (its src_reg)."""
+    return env.insns[insn_idx].src_reg
 _SPILLABLE = (RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_STACK, RegType.PTR_TO_CTX, RegType.PTR_TO_PACKET,
               RegType.PTR_TO_PACKET_META, RegType.PTR_TO_PACKET_END, RegType.CONST_PTR_TO_MAP,
               RegType.PTR_TO_FLOW_KEYS, RegType.PTR_TO_SOCKET, RegType.PTR_TO_SOCK_COMMON,
@@ -36,6 +45,8 @@ class AccessInfo:
     reg_type: int = RegType.SCALAR_VALUE
     ctx_field_size: int = 0
     is_ldsx: bool = False
+    verbose: object = None        # the verifier log (btf_ctx_access explains its refusals)
+    btf: object = None            # PTR_TO_BTF_ID results: the pointed-to type (btf_access.BtfRef)
 
 
 def coerce_to_size(reg: Reg, size: int, exact: bool = True) -> None:
@@ -181,12 +192,14 @@ def _check_mem_access(env, state, insn_idx, regno, off, size, write, value, imm,
                 raise GiveUp("variable ctx offset")
             raise env.fail(state, Errno.EACCES,
                            f"dereference of modified ctx ptr R{regno} off={reg.off + s64(reg.var_off.value)} disallowed\n")
-        info = AccessInfo(is_ldsx=is_ldsx)
+        info = AccessInfo(is_ldsx=is_ldsx, verbose=env.verbose)
         ok = env.ops is not None and env.ops.is_valid_access(off, size, BPF_WRITE if write else BPF_READ,
                                                              env.prog, info)
         if not ok:
             raise env.fail(state, Errno.EACCES, f"invalid bpf_context access off={off} size={size}\n")
         aux.ptr_type = RegType.PTR_TO_CTX
+        # check_ctx_access(): remember the last ctx byte reached (raw_tp attach / test-run check it)
+        env.prog.aux.max_ctx_offset = max(env.prog.aux.max_ctx_offset, off + size)
         aux.ctx_field_size = info.ctx_field_size
         if write:
             return None
@@ -197,8 +210,11 @@ def _check_mem_access(env, state, insn_idx, regno, off, size, write, value, imm,
         r = Reg.ptr(info.reg_type)
         if info.reg_type & TypeFlag.PTR_MAYBE_NULL:
             r.id = env.new_id()
-        if base_type(info.reg_type) not in (RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META,
-                                            RegType.PTR_TO_PACKET_END):
+        if base_type(info.reg_type) == RegType.PTR_TO_BTF_ID and info.btf is not None:
+            r.btf = info.btf
+        elif base_type(info.reg_type) not in (RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META,
+                                              RegType.PTR_TO_PACKET_END, RegType.PTR_TO_FLOW_KEYS,
+                                              RegType.PTR_TO_TP_BUFFER, RegType.PTR_TO_BUF):
             r.type = RegType.UNTRACKED
         return r
     if t == RegType.PTR_TO_MAP_VALUE:
@@ -210,6 +226,9 @@ def _check_mem_access(env, state, insn_idx, regno, off, size, write, value, imm,
         if total < 0 or total + size > m.value_size:
             env.verbose(f"invalid access to map value, value_size={m.value_size} off={total} size={size}\n")
             raise env.fail(state, Errno.EACCES, f"R{regno} min value is outside of the allowed memory range\n")
+        bad = map_value_field_access(getattr(m, "record", None), total, size, direct=True)
+        if bad is not None:
+            raise env.fail(state, Errno.EACCES, bad)
         aux.ptr_type = RegType.PTR_TO_MAP_VALUE
         if write:
             return None
@@ -217,6 +236,28 @@ def _check_mem_access(env, state, insn_idx, regno, off, size, write, value, imm,
         r = Reg.unknown(exact=not frozen_ro)
         coerce_to_size(r, size, exact=not frozen_ro)
         return r
+    if t == RegType.PTR_TO_FLOW_KEYS:
+        total = _fixed_off(env, state, reg) + off
+        if write and value is not None and value.type not in (RegType.SCALAR_VALUE, RegType.UNTRACKED) \
+                and not env.allow_ptr_leaks:
+            raise env.fail(state, Errno.EACCES, f"R{_insn_value_regno(env, insn_idx)} leaks addr into flow keys\n")
+        if total < 0 or total + size > _FLOW_KEYS_SIZE:
+            raise env.fail(state, Errno.EACCES, f"invalid access to flow keys off={total} size={size}\n")
+        aux.ptr_type = t
+        if write:
+            return None
+        return Reg.unknown()
+    if t == RegType.PTR_TO_TP_BUFFER:
+        # check_tp_buffer_access(): constant offsets only; remember the last byte reached
+        total = reg.off + off
+        if total < 0:
+            raise env.fail(state, Errno.EACCES, f"R{regno} invalid tracepoint buffer access: off={total}, "
+                                                f"size={size}\n")
+        if not reg.var_off.is_const() or reg.var_off.value:
+            raise GiveUp("variable tracepoint buffer offset")
+        env.prog.aux.max_tp_access = max(env.prog.aux.max_tp_access, total + size)
+        aux.ptr_type = t
+        return None if write else Reg.unknown()
     if t in _PKT_TYPES:
         if write and env.prog.type not in _PKT_WRITABLE:
             raise env.fail(state, Errno.EACCES, "cannot write into packet\n")
@@ -233,6 +274,8 @@ def _check_mem_access(env, state, insn_idx, regno, off, size, write, value, imm,
         r = Reg.unknown()
         coerce_to_size(r, size)
         return r
+    if base_type(t) == RegType.PTR_TO_BTF_ID and not t & TypeFlag.PTR_MAYBE_NULL and reg.btf is not None:
+        return check_ptr_to_btf_read(env, state, reg, regno, off, size, write)
     if t in (RegType.SCALAR_VALUE, RegType.PTR_TO_PACKET_END, RegType.CONST_PTR_TO_MAP) or \
             t & TypeFlag.PTR_MAYBE_NULL:
         if t & TypeFlag.PTR_MAYBE_NULL and reg.weak_null:
@@ -265,6 +308,9 @@ def check_helper_mem_access(env, state, regno: int, size: int, write: bool) -> N
         if total < 0 or total + size > reg.map.value_size:
             env.verbose(f"invalid access to map value, value_size={reg.map.value_size} off={total} size={size}\n")
             raise env.fail(state, Errno.EACCES, f"R{regno} min value is outside of the allowed memory range\n")
+        bad = map_value_field_access(getattr(reg.map, "record", None), total, size, direct=False)
+        if bad is not None:
+            raise env.fail(state, Errno.EACCES, bad)
         return
     if t in _PKT_TYPES:
         total = _fixed_off(env, state, reg)

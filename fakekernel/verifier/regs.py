@@ -98,7 +98,7 @@ class Reg:
     """
 
     __slots__ = ("type", "off", "var_off", "smin", "smax", "umin", "umax", "s32_min", "s32_max",
-                 "u32_min", "u32_max", "id", "map", "range", "exact", "weak_null", "frameno")
+                 "u32_min", "u32_max", "id", "map", "range", "exact", "weak_null", "frameno", "btf")
 
     def __init__(self, type_: int = RegType.NOT_INIT):
         self.type = type_
@@ -109,6 +109,7 @@ class Reg:
         self.exact = True
         self.weak_null = False
         self.frameno = 0
+        self.btf = None               # PTR_TO_BTF_ID: the pointed-to type (verifier.btf_access.BtfRef)
         self.set_unknown_bounds()
 
     # -- constructors
@@ -258,6 +259,8 @@ class Reg:
         if t == RegType.SCALAR_VALUE and self.var_off.is_const():
             return _snum(s64(self.var_off.value))
         out = reg_type_str(t)
+        if base_type(t) == RegType.PTR_TO_BTF_ID and self.btf is not None:
+            out += self.btf.name
         if t == RegType.PTR_TO_STACK and self.var_off.is_const():
             return out + _snum(s64(self.var_off.value) + self.off)
         attrs_ = []

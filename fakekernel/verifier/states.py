@@ -35,11 +35,14 @@ def _reg_subsumes(old: Reg, new: Reg, idmap: dict) -> bool:
                 and (new.var_off.mask & ~old.var_off.mask) == 0
                 and (old.exact or not new.exact))
     return (old.off == new.off and old.map is new.map and old.var_off == new.var_off and new.range >= old.range
-            and old.weak_null == new.weak_null)
+            and old.weak_null == new.weak_null and old.btf == new.btf)
 
 
 def _states_subsume(env, old: VerifierState, new: VerifierState, insn_idx: int) -> bool:
     idmap: dict = {}
+    if (old.active_lock is None) != (new.active_lock is None) or \
+            (old.active_lock is not None and old.active_lock[0] is not new.active_lock[0]):
+        return False                    # refsafe(): the same lock held (or none)
     live = env.live_in[insn_idx] if env.live_in else range(MAX_BPF_REG)
     # an exit with no return-value rule never marks R0 precise: any scalar is as good as another
     imprecise_r0 = env.insns[insn_idx].code == BPF_JMP | BPF_EXIT and \
