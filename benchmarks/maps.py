@@ -8,7 +8,7 @@ GET_NEXT_KEY and MAP_LOOKUP_BATCH (elements/s, batches of up to 1000) are timed 
 ``bpf()``.  LRU maps get max_entries = 2n so that no key is evicted.  At the largest size the fake map's memory per entry is measured with
 tracemalloc (plus the anonymous-mmap storage areas tracemalloc does not see).
 The real-kernel column is skipped when bpf() is not available to this user.
-LPM_TRIE is listed but not yet implemented in fakekernel (reported as n/a).
+LPM_TRIE keys are {prefixlen 32, an IPv4 address}: 8 bytes; LPM tries have no batch ops.
 """
 from __future__ import annotations
 
@@ -34,7 +34,13 @@ ENOENT = Errno.ENOENT
 TYPES = {"array": MapType.ARRAY, "hash": MapType.HASH, "lru": MapType.LRU_HASH, "lpm": MapType.LPM_TRIE}
 
 
-def _key(i: int) -> bytes:
+def _key_size(map_type) -> int:
+    return KEY_SIZE + 4 if map_type == MapType.LPM_TRIE else KEY_SIZE
+
+
+def _key(i: int, map_type=None) -> bytes:
+    if map_type == MapType.LPM_TRIE:          # struct bpf_lpm_trie_key_u8: prefixlen, /32
+        return (32).to_bytes(4, "little") + i.to_bytes(4, "big")
     return i.to_bytes(KEY_SIZE, "little")
 
 
@@ -42,12 +48,13 @@ def _create(b, map_type, n):
     flags = MapFlags.NO_PREALLOC if map_type == MapType.LPM_TRIE else 0
     # an LRU map evicts before it is full (per-CPU free lists): give it room for all n keys
     room = 2 * n if map_type == MapType.LRU_HASH else n
-    fd = calls.map_create(b, map_type, KEY_SIZE, VALUE_SIZE, max(room, 1), map_flags=flags)
+    fd = calls.map_create(b, map_type, _key_size(map_type), VALUE_SIZE, max(room, 1),
+                          map_flags=flags)
     a = Attr()
     a.set("map_fd", fd)
     a.set("flags", 0)
     for i in range(n):
-        a.set("key", _key(i))
+        a.set("key", _key(i, map_type))
         a.set("value", i.to_bytes(VALUE_SIZE, "little"))
         ret = b.bpf(BpfCmd.MAP_UPDATE_ELEM, a.c, Attr.size("flags"))
         if ret:
@@ -55,18 +62,19 @@ def _create(b, map_type, n):
     return fd
 
 
-def _elem_loop(b, fd, cmd, n, ops, last="flags", prep=None):
+def _elem_loop(b, fd, cmd, n, ops, last="flags", prep=None, map_type=None):
     """ops calls of `cmd` with keys cycling over 0..n-1; returns ops/s."""
-    key, val = bytearray(KEY_SIZE), bytearray(VALUE_SIZE)
+    key, val = bytearray(_key_size(map_type)), bytearray(VALUE_SIZE)
     a = Attr()
     a.set("map_fd", fd)
     a.set("key", key)
-    a.set("value" if cmd != BpfCmd.MAP_GET_NEXT_KEY else "next_key", val)
+    a.set("value" if cmd != BpfCmd.MAP_GET_NEXT_KEY else "next_key",
+          val if cmd != BpfCmd.MAP_GET_NEXT_KEY else bytearray(len(key)))
     size = Attr.size(last)
     spent = 0
     for j in range(ops):
         i = j % n
-        key[:] = _key(i)
+        key[:] = _key(i, map_type)
         t0 = time.perf_counter_ns()
         ret = b.bpf(cmd, a.c, size)
         spent += time.perf_counter_ns() - t0
@@ -105,14 +113,18 @@ def _batch_lookup(b, fd, n):
 def bench(b, map_type, n, ops):
     fd = _create(b, map_type, n)
     try:
-        r = {"lookup": _elem_loop(b, fd, BpfCmd.MAP_LOOKUP_ELEM, n, ops),
-             "update": _elem_loop(b, fd, BpfCmd.MAP_UPDATE_ELEM, n, ops)}
+        mt = map_type
+        r = {"lookup": _elem_loop(b, fd, BpfCmd.MAP_LOOKUP_ELEM, n, ops, map_type=mt),
+             "update": _elem_loop(b, fd, BpfCmd.MAP_UPDATE_ELEM, n, ops, map_type=mt)}
         if map_type != MapType.ARRAY:
             def reinsert(i):
-                calls.map_update_elem(b, fd, _key(i), bytes(VALUE_SIZE))
-            r["delete"] = _elem_loop(b, fd, BpfCmd.MAP_DELETE_ELEM, n, min(ops, 5000), "key", reinsert)
-        r["get_next_key"] = _elem_loop(b, fd, BpfCmd.MAP_GET_NEXT_KEY, n, ops, "next_key")
-        r["batch_lookup"] = _batch_lookup(b, fd, n)
+                calls.map_update_elem(b, fd, _key(i, mt), bytes(VALUE_SIZE))
+            r["delete"] = _elem_loop(b, fd, BpfCmd.MAP_DELETE_ELEM, n, min(ops, 5000), "key",
+                                     reinsert, map_type=mt)
+        r["get_next_key"] = _elem_loop(b, fd, BpfCmd.MAP_GET_NEXT_KEY, n, ops, "next_key",
+                                       map_type=mt)
+        if map_type != MapType.LPM_TRIE:
+            r["batch_lookup"] = _batch_lookup(b, fd, n)
         return r
     finally:
         b.close(fd)
