@@ -1,5 +1,6 @@
-"""Shared by the map differential tests: the host's CPU count, CPU pinning and a (fake, host)
-pair whose fake kernel has the host's number of possible CPUs."""
+"""Shared by the map differential tests: the host's CPU count, CPU pinning, a (fake, host)
+pair whose fake kernel has the host's number of possible CPUs, a scenario run on both
+kernels (`both_equal`) and a map fd's memlock as fdinfo reports it (`memlock`)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +12,8 @@ from uapi.bpf import MapType
 
 from backends import FakeBackend
 
-__all__ = ["NR_CPUS", "PERCPU_TYPES", "possible_cpus", "sys_value_size", "on_cpu0", "pair"]
+__all__ = ["NR_CPUS", "PERCPU_TYPES", "possible_cpus", "sys_value_size", "on_cpu0", "pair",
+           "both_equal", "memlock"]
 
 PERCPU_TYPES = (MapType.PERCPU_ARRAY, MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH)
 
@@ -57,3 +59,19 @@ def pair(host):
     with on_cpu0():
         yield fake, host
     assert not fake.cleanup()
+
+def both_equal(both, scenario):
+    fake, host = both
+    got_fake, got_host = scenario(fake), scenario(host)
+    assert got_fake == got_host
+    return got_host
+
+
+def memlock(b, fd) -> int:
+    if isinstance(b, FakeBackend):
+        return b.kern.current.files.fdget(fd).private_data.memlock
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("memlock:"):
+                return int(line.split()[1])
+    raise AssertionError("no memlock in fdinfo")

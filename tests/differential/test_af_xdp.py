@@ -7,18 +7,12 @@ import socket
 
 import pytest
 
+from maputil import both_equal
 from xskutil import (AF_XDP, XDP_COPY, XDP_RX_RING, XDP_TX_RING, XDP_UMEM_COMPLETION_RING,
                      XDP_UMEM_FILL_RING, XDP_UMEM_REG, XDP_ZEROCOPY, _umem_area, getsockname,
                      getsockopt, sockaddr_xdp, sso, umem_reg, xsk_bind, xsk_ready)
 
 pytestmark = pytest.mark.differential
-
-
-def both_equal(both, scenario):
-    fake, host = both
-    got_fake, got_host = scenario(fake), scenario(host)
-    assert got_fake == got_host
-    return got_host
 
 
 def test_af_xdp_socket_setup_and_bind_errnos(both):

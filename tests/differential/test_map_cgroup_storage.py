@@ -14,6 +14,7 @@ from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from backends import CGROUP2, FakeBackend, HostBackend
+from maputil import memlock
 from btfutil import BtfWriter, btf_load
 from uapi import calls
 from uapi.bpf import BPF_W, AttachType, BpfCmd, FuncId, MapFlags, MapType, ProgType, UpdateFlags
@@ -38,16 +39,6 @@ def both_equal(both, scenario):
     got_fake, got_host = scenario(fake), scenario(host)
     assert got_fake == got_host
     return got_fake
-
-
-def memlock(b, fd) -> int:
-    if isinstance(b, FakeBackend):
-        return b.kern.current.files.fdget(fd).private_data.memlock
-    with open(f"/proc/self/fdinfo/{fd}") as f:
-        for line in f:
-            if line.startswith("memlock:"):
-                return int(line.split()[1])
-    raise AssertionError("no memlock in fdinfo")
 
 
 def create(b, mt, ks=KEY, vs=8, n=0, flags=0, **kw):

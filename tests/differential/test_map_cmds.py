@@ -53,13 +53,6 @@ def with_tail_byte(b, cmd, last_field, **fields) -> int:
     return ret
 
 
-def both_equal(both, scenario):
-    fake, host = both
-    got_fake, got_host = scenario(fake), scenario(host)
-    assert got_fake == got_host
-    return got_host
-
-
 # ------------------------------------------------------------------ MAP_CREATE
 
 A, H = MapType.ARRAY, MapType.HASH
@@ -436,6 +429,7 @@ from hypothesis import settings, strategies as st  # noqa: E402
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule  # noqa: E402
 
 from backends import FakeBackend, HostBackend  # noqa: E402
+from maputil import both_equal
 
 KEYS = st.integers(min_value=0, max_value=9)
 FLAGS = st.sampled_from([0, UpdateFlags.NOEXIST, UpdateFlags.EXIST, UpdateFlags.F_LOCK, 3, 8])

@@ -21,6 +21,7 @@ from uapi.calls import raw
 from uapi.insn import BPF_CALL_HELPER, BPF_EXIT_INSN, BPF_LD_MAP_FD, BPF_MOV64_IMM, assemble_insns
 
 from backends import FakeBackend, HostBackend
+from maputil import both_equal, memlock
 from xskutil import XDP_COPY, sockaddr_xdp, xsk_bind, xsk_ready
 
 pytestmark = pytest.mark.differential
@@ -44,29 +45,12 @@ def both(host):
     assert not fake.cleanup()
 
 
-def both_equal(both, scenario):
-    fake, host = both
-    got_fake, got_host = scenario(fake), scenario(host)
-    assert got_fake == got_host
-    return got_host
-
-
 def op(b, cmd, last="flags", **kw) -> int:
     return raw(b, cmd, last, **kw)[0]
 
 
 def u32(v: int) -> bytes:
     return (v & 0xFFFFFFFF).to_bytes(4, "little")
-
-
-def memlock(b, fd) -> int:
-    if isinstance(b, FakeBackend):
-        return b.kern.current.files.fdget(fd).private_data.memlock
-    with open(f"/proc/self/fdinfo/{fd}") as f:
-        for line in f:
-            if line.startswith("memlock:"):
-                return int(line.split()[1])
-    raise AssertionError("no memlock in fdinfo")
 
 
 def create(b, map_type, key_size=4, value_size=4, max_entries=4, **kw):

@@ -17,6 +17,7 @@ from uapi.calls import raw
 from uapi.insn import BPF_CALL_HELPER, BPF_EXIT_INSN, BPF_LD_MAP_FD, BPF_MOV64_IMM, assemble_insns
 
 from backends import FakeBackend, HostBackend
+from maputil import both_equal, memlock
 
 pytestmark = pytest.mark.differential
 
@@ -27,29 +28,12 @@ NO_DEV = 0x7FFF0000            # an ifindex no machine has
 FRAGS = ProgLoadFlags.XDP_HAS_FRAGS
 
 
-def both_equal(both, scenario):
-    fake, host = both
-    got_fake, got_host = scenario(fake), scenario(host)
-    assert got_fake == got_host
-    return got_host
-
-
 def op(b, cmd, last="flags", **kw) -> int:
     return raw(b, cmd, last, **kw)[0]
 
 
 def u32(v: int) -> bytes:
     return (v & 0xFFFFFFFF).to_bytes(4, "little")
-
-
-def memlock(b, fd) -> int:
-    if isinstance(b, FakeBackend):
-        return b.kern.current.files.fdget(fd).private_data.memlock
-    with open(f"/proc/self/fdinfo/{fd}") as f:
-        for line in f:
-            if line.startswith("memlock:"):
-                return int(line.split()[1])
-    raise AssertionError("no memlock in fdinfo")
 
 
 def create(b, map_type, key_size=4, value_size=4, max_entries=4, **kw):

@@ -16,6 +16,7 @@ from uapi.calls import raw
 from uapi.ffi import ffi
 
 from backends import FakeBackend
+from maputil import both_equal, memlock
 
 pytestmark = pytest.mark.differential
 
@@ -27,29 +28,12 @@ MAX_STACK = 127                 # kernel.perf_event_max_stack on the reference m
 BUILD_ID_FRAME = 32             # sizeof(struct bpf_stack_build_id)
 
 
-def both_equal(both, scenario):
-    fake, host = both
-    got_fake, got_host = scenario(fake), scenario(host)
-    assert got_fake == got_host
-    return got_host
-
-
 def op(b, cmd, last="flags", **kw) -> int:
     return raw(b, cmd, last, **kw)[0]
 
 
 def k32(i: int) -> bytes:
     return i.to_bytes(4, "little")
-
-
-def memlock(b, fd) -> int:
-    if isinstance(b, FakeBackend):
-        return b.kern.current.files.fdget(fd).private_data.memlock
-    with open(f"/proc/self/fdinfo/{fd}") as f:
-        for line in f:
-            if line.startswith("memlock:"):
-                return int(line.split()[1])
-    raise AssertionError("no memlock in fdinfo")
 
 
 def create(b, map_type, key_size=4, value_size=4, max_entries=4, **kw):

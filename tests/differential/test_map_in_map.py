@@ -8,19 +8,13 @@ import pytest
 from uapi import calls
 from uapi.bpf import BpfCmd, MapFlags, MapType, UpdateFlags
 from uapi.calls import raw
+from maputil import both_equal
 
 pytestmark = pytest.mark.differential
 
 LAST = "excl_prog_hash_size"
 AOM, HOM = MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS
 A, H = MapType.ARRAY, MapType.HASH
-
-
-def both_equal(both, scenario):
-    fake, host = both
-    got_fake, got_host = scenario(fake), scenario(host)
-    assert got_fake == got_host
-    return got_host
 
 
 def op(b, cmd, last="flags", **kw) -> int:

@@ -12,6 +12,7 @@ from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from backends import CGROUP2, FakeBackend, HostBackend
+from maputil import memlock
 from btfutil import BtfWriter, btf_load
 from uapi import calls
 from uapi.bpf import BpfCmd, MapFlags, MapType, UpdateFlags
@@ -82,16 +83,6 @@ def lookup_and_delete(b, m, key):
     out = bytearray(VS)
     return calls.raw(b, BpfCmd.MAP_LOOKUP_AND_DELETE_ELEM, "flags", map_fd=m, key=key,
                      value=out)[0]
-
-
-def memlock(b, fd) -> int:
-    if isinstance(b, FakeBackend):
-        return b.kern.current.files.fdget(fd).private_data.memlock
-    with open(f"/proc/self/fdinfo/{fd}") as f:
-        for line in f:
-            if line.startswith("memlock:"):
-                return int(line.split()[1])
-    raise AssertionError("no memlock in fdinfo")
 
 
 def both_equal(both, scenario):

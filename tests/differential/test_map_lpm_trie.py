@@ -17,6 +17,7 @@ from uapi.insn import (BPF_ALU64_IMM, BPF_CALL_HELPER, BPF_EXIT_INSN, BPF_JMP_IM
 from uapi.bpf import BPF_JNE
 
 from backends import FakeBackend, HostBackend
+from maputil import both_equal, memlock
 
 pytestmark = pytest.mark.differential
 
@@ -27,26 +28,9 @@ KMALLOC_MAX_SIZE = 1 << 22
 VAL_MAX = KMALLOC_MAX_SIZE - 256 - 24
 
 
-def both_equal(both, scenario):
-    fake, host = both
-    got_fake, got_host = scenario(fake), scenario(host)
-    assert got_fake == got_host
-    return got_host
-
-
 def op(b, cmd, last="flags", **kw) -> int:
     ret, _ = raw(b, cmd, last, **kw)
     return ret
-
-
-def memlock(b, fd) -> int:
-    if isinstance(b, FakeBackend):
-        return b.kern.current.files.fdget(fd).private_data.memlock
-    with open(f"/proc/self/fdinfo/{fd}") as f:
-        for line in f:
-            if line.startswith("memlock:"):
-                return int(line.split()[1])
-    raise AssertionError("no memlock in fdinfo")
 
 
 def create(b, key_size=8, value_size=4, max_entries=4, map_flags=NP, **kw):

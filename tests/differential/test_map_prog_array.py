@@ -16,18 +16,13 @@ from uapi.ffi import ffi
 from uapi.insn import (BPF_ALU64_IMM, BPF_CALL_HELPER, BPF_EXIT_INSN, BPF_JMP_IMM, BPF_LD_MAP_FD, BPF_LDX_MEM,
                        BPF_MOV64_IMM, BPF_MOV64_REG, BPF_ST_MEM, BPF_STX_MEM, assemble_insns)
 
+from maputil import both_equal
+
 pytestmark = pytest.mark.differential
 
 LAST = "excl_prog_hash_size"
 PA = MapType.PROG_ARRAY
 MARK = ffi.offsetof("struct __sk_buff", "mark")
-
-
-def both_equal(both, scenario):
-    fake, host = both
-    got_fake, got_host = scenario(fake), scenario(host)
-    assert got_fake == got_host
-    return got_host
 
 
 def op(b, cmd, last="flags", **kw) -> int:

@@ -16,6 +16,7 @@ from uapi.insn import (BPF_ALU64_IMM, BPF_CALL_HELPER, BPF_EXIT_INSN, BPF_JMP_IM
                        BPF_LDX_MEM, BPF_MOV64_IMM, BPF_MOV64_REG, BPF_STX_MEM, assemble_insns)
 
 from backends import FakeBackend, HostBackend
+from maputil import both_equal
 
 pytestmark = pytest.mark.differential
 
@@ -23,13 +24,6 @@ LAST = "excl_prog_hash_size"
 Q, S, BF = MapType.QUEUE, MapType.STACK, MapType.BLOOM_FILTER
 KMALLOC_MAX_SIZE = 1 << 22
 SKB = "struct __sk_buff"
-
-
-def both_equal(both, scenario):
-    fake, host = both
-    got_fake, got_host = scenario(fake), scenario(host)
-    assert got_fake == got_host
-    return got_host
 
 
 def op(b, cmd, last="flags", **kw) -> int:

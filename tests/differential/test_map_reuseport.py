@@ -12,18 +12,12 @@ from uapi import calls
 from uapi.bpf import BpfCmd, MapFlags, MapType, UpdateFlags
 from uapi.calls import raw
 from uapi.errno import Errno
+from maputil import both_equal
 
 pytestmark = pytest.mark.differential
 
 RA = MapType.REUSEPORT_SOCKARRAY
 LAST = "excl_prog_hash_size"
-
-
-def both_equal(both, scenario):
-    fake, host = both
-    got_fake, got_host = scenario(fake), scenario(host)
-    assert got_fake == got_host
-    return got_host
 
 
 def create(b, map_type=RA, key_size=4, value_size=8, max_entries=4, **kw) -> int:

@@ -14,6 +14,7 @@ from btfutil import BtfWriter, btf_load
 from sockutil import close_from, make_sock
 from uapi import calls
 from uapi.bpf import BpfCmd, MapFlags, MapType, UpdateFlags
+from maputil import both_equal
 
 pytestmark = pytest.mark.differential
 
@@ -21,13 +22,6 @@ SK = MapType.SK_STORAGE
 NP = MapFlags.NO_PREALLOC
 VS = 8
 MAX_VALUE = 65535 - 128
-
-
-def both_equal(both, scenario):
-    fake, host = both
-    got_fake, got_host = scenario(fake), scenario(host)
-    assert got_fake == got_host
-    return got_host
 
 
 def sk_map(b, value_size=VS, flags=NP) -> int:

@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from sockutil import LOCALHOST, close_from
+from maputil import both_equal
 
 pytestmark = pytest.mark.differential
 
@@ -17,13 +18,6 @@ SOCK_CREATE = [(f, t, p) for f in (socket.AF_INET, socket.AF_INET6, socket.AF_UN
                for t in (1, 2, 3, 4, 5, 6, 11) for p in (0, 1, 6, 17, 255)] + \
     [(99, 1, 0), (46, 1, 0), (socket.AF_INET, 1 | socket.SOCK_NONBLOCK, 0),
      (socket.AF_INET, 1 | socket.SOCK_CLOEXEC, 0), (socket.AF_INET, 1 | 0x100, 0)]
-
-
-def both_equal(both, scenario):
-    fake, host = both
-    got_fake, got_host = scenario(fake), scenario(host)
-    assert got_fake == got_host
-    return got_host
 
 
 @pytest.mark.parametrize("args", SOCK_CREATE, ids=lambda a: "-".join(map(str, a)))

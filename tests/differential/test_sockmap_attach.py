@@ -13,18 +13,12 @@ from uapi.calls import raw
 from uapi.errno import Errno
 from uapi.ffi import ffi
 from uapi.insn import BPF_EXIT_INSN, BPF_LDX_MEM, BPF_MOV64_IMM, assemble_insns
+from maputil import both_equal
 
 pytestmark = pytest.mark.differential
 
 A = AttachType
 SKB, MSG = "struct __sk_buff", "struct sk_msg_md"
-
-
-def both_equal(both, scenario):
-    fake, host = both
-    got_fake, got_host = scenario(fake), scenario(host)
-    assert got_fake == got_host
-    return got_host
 
 
 def load(b, ptype, insns=None):
