@@ -17,25 +17,18 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 from fakekernel import Kernel
 from uapi import calls
 from uapi.bpf import AttachType, BpfCmd, FuncId, MapFlags, MapType, ProgLoadFlags, ProgType, UpdateFlags
-from uapi.calls import raw
 from uapi.insn import BPF_CALL_HELPER, BPF_EXIT_INSN, BPF_LD_MAP_FD, BPF_MOV64_IMM, assemble_insns
 
 from backends import FakeBackend, HostBackend
-from maputil import both_equal, memlock
+from maputil import both_equal, memlock, possible_cpus
+from redirectutil import create, load, op, prog_id, u32
 from xskutil import XDP_COPY, sockaddr_xdp, xsk_bind, xsk_ready
 
 pytestmark = pytest.mark.differential
 
-LAST = "excl_prog_hash_size"
 CM, XM = MapType.CPUMAP, MapType.XSKMAP
 FRAGS = ProgLoadFlags.XDP_HAS_FRAGS
 AF_XDP = 44
-
-
-def possible_cpus() -> int:
-    """1 + the last CPU of /sys/devices/system/cpu/possible ("0-1" -> 2)."""
-    with open("/sys/devices/system/cpu/possible") as f:
-        return int(f.read().strip().split(",")[-1].split("-")[-1]) + 1
 
 
 @pytest.fixture
@@ -43,34 +36,6 @@ def both(host):
     fake = FakeBackend(Kernel(nr_cpus=possible_cpus()))
     yield fake, host
     assert not fake.cleanup()
-
-
-def op(b, cmd, last="flags", **kw) -> int:
-    return raw(b, cmd, last, **kw)[0]
-
-
-def u32(v: int) -> bytes:
-    return (v & 0xFFFFFFFF).to_bytes(4, "little")
-
-
-def create(b, map_type, key_size=4, value_size=4, max_entries=4, **kw):
-    ret = op(b, BpfCmd.MAP_CREATE, LAST, map_type=map_type, key_size=key_size,
-             value_size=value_size, max_entries=max_entries, **kw)
-    if ret >= 0:
-        info, _ = calls.obj_get_info_by_fd(b, ret, "map")
-        out = ("fd", info.key_size, info.value_size, info.max_entries, info.map_flags, memlock(b, ret))
-        b.close(ret)
-        return out
-    return ret
-
-
-def load(b, eat=0, ret=2, flags=0, ptype=ProgType.XDP):
-    return calls.prog_load(b, ptype, assemble_insns([BPF_MOV64_IMM(0, ret), BPF_EXIT_INSN()]),
-                           expected_attach_type=eat, prog_flags=flags)
-
-
-def prog_id(b, fd) -> int:
-    return calls.obj_get_info_by_fd(b, fd, "prog")[0].id
 
 
 # ------------------------------------------------------------------ MAP_CREATE matrix
