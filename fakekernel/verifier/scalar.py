@@ -239,13 +239,41 @@ def _is_branch_taken32(op: int, a: Reg, b: Reg) -> int:
     return 1 if taken else 0 if not_taken else -1
 
 
-def refine_const_branch32(reg: Reg, op: int, c: int, taken: bool) -> bool:
-    """reg_set_min_max() for a JMP32 test against a constant (the low 32 bits)."""
+_BOUNDS32 = ("u32_min", "u32_max", "s32_min", "s32_max")
+_BOUNDS64 = ("umin", "umax", "smin", "smax")
+
+
+def _narrow(reg: Reg, op: int, uc: int, sc: int, bounds: tuple[str, str, str, str]) -> None:
+    """Shrink one set of bounds (32- or 64-bit) for `reg op constant` being true; JEQ is the
+    caller's.  JNE only moves a bound that sits exactly on the constant."""
+    umin, umax, smin, smax = bounds
+    if op == BPF_JNE:
+        for name, value, step in ((umin, uc, 1), (umax, uc, -1), (smin, sc, 1), (smax, sc, -1)):
+            if getattr(reg, name) == value:
+                setattr(reg, name, value + step)
+        return
+    name, value, pick = {
+        BPF_JGT: (umin, uc + 1, max), BPF_JGE: (umin, uc, max),
+        BPF_JLT: (umax, uc - 1, min), BPF_JLE: (umax, uc, min),
+        BPF_JSGT: (smin, sc + 1, max), BPF_JSGE: (smin, sc, max),
+        BPF_JSLT: (smax, sc - 1, min), BPF_JSLE: (smax, sc, min),
+    }[op]
+    setattr(reg, name, pick(getattr(reg, name), value))
+
+
+def _branch_op(op: int, taken: bool) -> int | None:
+    """The test that holds on this branch; None for JSET (not modelled)."""
     if not taken:
         if op == BPF_JSET:
-            return False
+            return None
         op = _NEGATE[op]
-    if op == BPF_JSET:
+    return None if op == BPF_JSET else op
+
+
+def refine_const_branch32(reg: Reg, op: int, c: int, taken: bool) -> bool:
+    """reg_set_min_max() for a JMP32 test against a constant (the low 32 bits)."""
+    op = _branch_op(op, taken)
+    if op is None:
         return False
     uc, sc = c & U32_MAX, s32(c)
     if op == BPF_JEQ:
@@ -253,71 +281,21 @@ def refine_const_branch32(reg: Reg, op: int, c: int, taken: bool) -> bool:
         reg.var_off = reg.var_off.with_subreg(sub)
         reg.u32_min = reg.u32_max = uc
         reg.s32_min = reg.s32_max = sc
-    elif op == BPF_JNE:
-        if reg.u32_min == uc:
-            reg.u32_min += 1
-        if reg.u32_max == uc:
-            reg.u32_max -= 1
-        if reg.s32_min == sc:
-            reg.s32_min += 1
-        if reg.s32_max == sc:
-            reg.s32_max -= 1
-    elif op == BPF_JGT:
-        reg.u32_min = max(reg.u32_min, uc + 1)
-    elif op == BPF_JGE:
-        reg.u32_min = max(reg.u32_min, uc)
-    elif op == BPF_JLT:
-        reg.u32_max = min(reg.u32_max, uc - 1)
-    elif op == BPF_JLE:
-        reg.u32_max = min(reg.u32_max, uc)
-    elif op == BPF_JSGT:
-        reg.s32_min = max(reg.s32_min, sc + 1)
-    elif op == BPF_JSGE:
-        reg.s32_min = max(reg.s32_min, sc)
-    elif op == BPF_JSLT:
-        reg.s32_max = min(reg.s32_max, sc - 1)
-    elif op == BPF_JSLE:
-        reg.s32_max = min(reg.s32_max, sc)
+    else:
+        _narrow(reg, op, uc, sc, _BOUNDS32)
     reg.sync()
     return True
 
 
 def refine_const_branch(reg: Reg, op: int, c: int, taken: bool) -> bool:
     """reg_set_min_max() against a 64-bit constant ``c`` for one branch; False when not modelled."""
-    if not taken:
-        if op == BPF_JSET:
-            return False
-        op = _NEGATE[op]
-    if op == BPF_JSET:
+    op = _branch_op(op, taken)
+    if op is None:
         return False
     uc, sc = u64(c), s64(c)
     if op == BPF_JEQ:
         reg.set_const_bounds(uc)
         return True
-    if op == BPF_JNE:
-        if reg.umin == uc:
-            reg.umin += 1
-        if reg.umax == uc:
-            reg.umax -= 1
-        if reg.smin == sc:
-            reg.smin += 1
-        if reg.smax == sc:
-            reg.smax -= 1
-    elif op == BPF_JGT:
-        reg.umin = max(reg.umin, uc + 1)
-    elif op == BPF_JGE:
-        reg.umin = max(reg.umin, uc)
-    elif op == BPF_JLT:
-        reg.umax = min(reg.umax, uc - 1)
-    elif op == BPF_JLE:
-        reg.umax = min(reg.umax, uc)
-    elif op == BPF_JSGT:
-        reg.smin = max(reg.smin, sc + 1)
-    elif op == BPF_JSGE:
-        reg.smin = max(reg.smin, sc)
-    elif op == BPF_JSLT:
-        reg.smax = min(reg.smax, sc - 1)
-    elif op == BPF_JSLE:
-        reg.smax = min(reg.smax, sc)
+    _narrow(reg, op, uc, sc, _BOUNDS64)
     reg.sync()
     return True
