@@ -58,20 +58,12 @@ GRAPH_ROOT = F.LIST_HEAD | F.RB_ROOT
 MAP_VALUE_FIELDS = (F.SPIN_LOCK | F.RES_SPIN_LOCK | F.TIMER | KPTR | F.LIST_HEAD | F.RB_ROOT
                     | F.REFCOUNT | F.WORKQUEUE | F.UPTR | F.TASK_WORK)
 
-# The UAPI structs behind each field: (C type, size, alignment).  uapi/_bpf_cdef.py has
-# only some of them; the rest are include/uapi/linux/bpf.h's x86_64 layouts.
-_PTR = ffi.sizeof("__u64")
-_LAYOUT_FALLBACK = {"struct bpf_res_spin_lock": (4, 4), "struct bpf_wq": (16, 8),
-                    "struct bpf_task_work": (8, 8), "struct bpf_list_head": (16, 8),
-                    "struct bpf_list_node": (24, 8), "struct bpf_rb_root": (16, 8),
-                    "struct bpf_rb_node": (32, 8), "struct bpf_refcount": (4, 4)}
+_PTR = ffi.sizeof("__u64")                  # a kptr field is one 8-byte pointer
 
 
 def _layout(ctype: str) -> tuple[int, int]:
-    try:
-        return ffi.sizeof(ctype), ffi.alignof(ctype)
-    except (ValueError, TypeError):        # unknown to the generated cdef
-        return _LAYOUT_FALLBACK[ctype]
+    """(size, alignment) of the UAPI struct behind a field (generated from 6.18's BTF)."""
+    return ffi.sizeof(ctype), ffi.alignof(ctype)
 
 
 # btf_get_field_type(): the names matched, in the kernel's order; unique ones may appear once

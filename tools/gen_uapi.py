@@ -78,6 +78,14 @@ STRUCTS = [
     ("struct", "xdp_mmap_offsets"),
     ("struct", "xdp_desc"),
     ("struct", "bpf_iter__bpf_map"),
+    ("struct", "bpf_wq"),
+    ("struct", "bpf_list_head"),
+    ("struct", "bpf_list_node"),
+    ("struct", "bpf_rb_root"),
+    ("struct", "bpf_rb_node"),
+    ("struct", "bpf_refcount"),
+    ("struct", "bpf_res_spin_lock"),
+    ("struct", "bpf_task_work"),
 ]
 
 # Named enums: (BTF enum name, Python class, prefix stripped from member names).

@@ -1249,4 +1249,36 @@ struct bpf_iter__bpf_map {
         void *map;
     };
 };
+
+struct bpf_wq {
+    __u64 __opaque[2];
+};
+
+struct bpf_list_head {
+    __u64 __opaque[2];
+};
+
+struct bpf_list_node {
+    __u64 __opaque[3];
+};
+
+struct bpf_rb_root {
+    __u64 __opaque[2];
+};
+
+struct bpf_rb_node {
+    __u64 __opaque[4];
+};
+
+struct bpf_refcount {
+    __u32 __opaque[1];
+};
+
+struct bpf_res_spin_lock {
+    __u32 val;
+};
+
+struct bpf_task_work {
+    __u64 __opaque;
+};
 '''
