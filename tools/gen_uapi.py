@@ -66,6 +66,8 @@ STRUCTS = [
     ("struct", "bpf_tcp_sock"),
     ("struct", "bpf_xdp_sock"),
     ("struct", "bpf_pidns_info"),
+    ("struct", "bpf_perf_event_value"),
+    ("struct", "perf_branch_entry"),
     ("struct", "bpf_redir_neigh"),
     ("struct", "bpf_core_relo"),
     ("union", "bpf_iter_link_info"),
@@ -108,6 +110,9 @@ NAMED_ENUMS = [
     ("bpf_addr_space_cast", "AddrSpaceCast", "BPF_"),
     ("bpf_cond_pseudo_jmp", "CondPseudoJmp", "BPF_"),
     ("tcx_action_base", "TcxAction", "TCX_"),
+    ("bpf_check_mtu_flags", "MtuChkFlags", "BPF_MTU_CHK_"),
+    ("bpf_check_mtu_ret", "MtuChkRet", "BPF_MTU_CHK_RET_"),
+    ("bpf_stream_id", "StreamId", "BPF_"),     # uapi: the anonymous BPF_STREAM_STDOUT/STDERR
     ("net_device_flags_unused", None, None),
 ]
 
@@ -148,8 +153,6 @@ ANON_ENUMS = [
     ("BPF_F_TUNINFO_FLAGS", "TunInfoFlags2", "BPF_F_", True),
     ("BPF_LOAD_HDR_OPT_TCP_SYN", "HdrOptFlags", "BPF_", True),
     ("BPF_WRITE_HDR_TCP_CURRENT_MSS", "WriteHdrFlags", "BPF_WRITE_HDR_", False),
-    ("BPF_MTU_CHK_SEGS", "MtuChkFlags", "BPF_MTU_CHK_", True),
-    ("BPF_MTU_CHK_RET_SUCCESS", "MtuChkRet", "BPF_MTU_CHK_RET_", False),
     ("BPF_SKB_TSTAMP_UNSPEC", "SkbTstamp", "BPF_SKB_", False),
     ("BPF_F_TOKEN_FD", "TokenFlags", "BPF_F_", True),
     ("BPF_SKB_CLOCK_REALTIME", "SkbClock", "BPF_SKB_CLOCK_", False),

@@ -1035,6 +1035,27 @@ struct bpf_pidns_info {
     __u32 tgid;
 };
 
+struct bpf_perf_event_value {
+    __u64 counter;
+    __u64 enabled;
+    __u64 running;
+};
+
+struct perf_branch_entry {
+    __u64 from;
+    __u64 to;
+    __u64 mispred : 1;
+    __u64 predicted : 1;
+    __u64 in_tx : 1;
+    __u64 abort : 1;
+    __u64 cycles : 16;
+    __u64 type : 4;
+    __u64 spec : 2;
+    __u64 new_type : 4;
+    __u64 priv : 3;
+    __u64 reserved : 31;
+};
+
 struct bpf_redir_neigh {
     __u32 nh_family;
     union {

@@ -525,6 +525,24 @@ class TcxAction(enum.IntEnum):
 __all__.append('TcxAction')
 
 
+class MtuChkFlags(enum.IntEnum):
+    SEGS = 1
+__all__.append('MtuChkFlags')
+
+
+class MtuChkRet(enum.IntEnum):
+    SUCCESS = 0
+    FRAG_NEEDED = 1
+    SEGS_TOOBIG = 2
+__all__.append('MtuChkRet')
+
+
+class StreamId(enum.IntEnum):
+    STDOUT = 1
+    STDERR = 2
+__all__.append('StreamId')
+
+
 class Reg(enum.IntEnum):
     _0 = 0
     _1 = 1
@@ -1869,6 +1887,18 @@ TCX_DROP = TcxAction.DROP
 __all__.append('TCX_DROP')
 TCX_REDIRECT = TcxAction.REDIRECT
 __all__.append('TCX_REDIRECT')
+BPF_MTU_CHK_SEGS = MtuChkFlags.SEGS
+__all__.append('BPF_MTU_CHK_SEGS')
+BPF_MTU_CHK_RET_SUCCESS = MtuChkRet.SUCCESS
+__all__.append('BPF_MTU_CHK_RET_SUCCESS')
+BPF_MTU_CHK_RET_FRAG_NEEDED = MtuChkRet.FRAG_NEEDED
+__all__.append('BPF_MTU_CHK_RET_FRAG_NEEDED')
+BPF_MTU_CHK_RET_SEGS_TOOBIG = MtuChkRet.SEGS_TOOBIG
+__all__.append('BPF_MTU_CHK_RET_SEGS_TOOBIG')
+BPF_STDOUT = StreamId.STDOUT
+__all__.append('BPF_STDOUT')
+BPF_STDERR = StreamId.STDERR
+__all__.append('BPF_STDERR')
 BPF_REG_0 = Reg._0
 __all__.append('BPF_REG_0')
 BPF_REG_1 = Reg._1

@@ -17,7 +17,7 @@ import enum
 import cffi
 
 __all__ = ["ffi", "libc", "EPOLL_CTL_ADD", "EPOLL_CTL_DEL", "EPOLL_CTL_MOD", "EPOLLET", "FsMagic", "StFlag", "InMask", "IN_NONBLOCK", "IN_CLOEXEC",
-           "AT_FDCWD", "AT_REMOVEDIR", "AT_EMPTY_PATH", "STATX_BASIC_STATS", "NAME_MAX", "PATH_MAX"]
+           "AT_FDCWD", "AT_REMOVEDIR", "AT_EMPTY_PATH", "AT_SYMLINK_NOFOLLOW", "STATX_BASIC_STATS", "NAME_MAX", "PATH_MAX"]
 
 _CDEF = """
 typedef struct { int val[2]; } __kernel_fsid_t;
@@ -162,6 +162,7 @@ IN_NONBLOCK = 0o4000          # = O_NONBLOCK
 IN_CLOEXEC = 0o2000000        # = O_CLOEXEC
 
 AT_EMPTY_PATH = 0x1000
+AT_SYMLINK_NOFOLLOW = 0x100
 STATX_BASIC_STATS = 0x7FF
 AT_FDCWD = -100
 AT_REMOVEDIR = 0x200
