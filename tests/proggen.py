@@ -19,7 +19,7 @@ from uapi.bpf import (BPF_ADD, BPF_ALU64, BPF_AND, BPF_ARSH, BPF_B, BPF_CMPXCHG,
 from uapi.ffi import ffi
 from uapi.insn import (BPF_ALU32_IMM, BPF_ALU32_IMM_OFF, BPF_ALU32_REG, BPF_ALU32_REG_OFF, BPF_ALU64_IMM,
                        BPF_ALU64_IMM_OFF, BPF_ALU64_REG, BPF_ALU64_REG_OFF, BPF_ATOMIC_OP, BPF_BSWAP,
-                       BPF_CALL_HELPER, BPF_ENDIAN, BPF_EXIT_INSN, BPF_JMP32_IMM, BPF_JMP32_REG, BPF_JMP_IMM,
+                       BPF_CALL_HELPER, BPF_CALL_REL, BPF_ENDIAN, BPF_EXIT_INSN, BPF_JMP32_IMM, BPF_JMP32_REG, BPF_JMP_IMM,
                        BPF_JMP_REG, BPF_LD_IMM64, BPF_LD_MAP_FD, BPF_LDX_MEM, BPF_LDX_MEMSX, BPF_MOV32_REG,
                        BPF_MOV64_REG, BPF_MOVSX32_REG, BPF_MOVSX64_REG, BPF_ST_MEM, BPF_STX_MEM, Insn)
 
@@ -306,3 +306,25 @@ def map_programs(draw):
         return out + finish(acc=6)
 
     return value_size, max_entries, values, build
+
+
+@st.composite
+def subprog_programs(draw, jumps=False):
+    """A static subprogram call: main passes scalars in r1..r4 and a pointer to its stack slot
+    fp-8 in r5; the callee mixes r0..r4 (with forward jumps), stores r2 through r5 and returns
+    a mix; main folds r0, its callee-saved r6..r9 and the slot.  Returns (insns, broken)."""
+    args = tuple(range(5))
+    body = draw(st.lists(alu_insn(args), min_size=1, max_size=25))
+    if jumps:
+        body = draw(with_jumps(body, args, 20))
+    broken = draw(maybe_broken)
+    if broken:
+        body.insert(draw(st.integers(0, len(body))), BROKEN[broken])
+    callee = [BPF_MOV64_REG(0, 1)] + body + [BPF_STX_MEM(BPF_DW, 5, 2, 0)] + fold_regs(range(1, 5)) + \
+        [BPF_EXIT_INSN()]
+    rest = fold_regs(range(6, 10)) + [BPF_LDX_MEM(BPF_DW, 1, FP, -SLOT), BPF_ALU64_IMM(BPF_MUL, 0, MIX),
+                                      BPF_ALU64_REG(BPF_XOR, 0, 1)] + finish()
+    main = init_regs(range(10), draw(st.lists(u64s, min_size=10, max_size=10))) + \
+        [BPF_ST_MEM(BPF_DW, FP, -SLOT, draw(imm32)), BPF_MOV64_REG(5, FP), BPF_ALU64_IMM(BPF_ADD, 5, -SLOT),
+         BPF_CALL_REL(len(rest))]
+    return main + rest + callee, broken

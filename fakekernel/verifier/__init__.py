@@ -17,7 +17,10 @@ from fakekernel.verifier.btf_info import check_btf_info, check_btf_info_early
 from fakekernel.verifier.calls import check_pseudo_func_info, resolve_pseudo_ldimm64
 from fakekernel.verifier.cfg import add_subprogs, check_cfg, check_subprogs, compute_live_regs
 from fakekernel.verifier.check import do_check
+from fakekernel.verifier.func_call import check_max_stack_depth, init_subprogs
+from fakekernel.verifier.global_func import do_check_subprogs
 from fakekernel.verifier.env import BPF_COMPLEXITY_LIMIT_INSNS, GiveUp, InsnAux, VerifierEnv, VerifierError
+from fakekernel.verifier.kfunc import fixup_kfunc_calls
 from fakekernel.verifier.fixups import convert_ctx_accesses, convert_pseudo_ld_imm64
 from fakekernel.verifier.log import BPF_LOG_LEVEL2, BPF_LOG_STATS, VerifierLog
 from uapi.errno import Errno
@@ -46,7 +49,8 @@ def _stats(env, elapsed_ns: int) -> str:
     """print_verification_stats()."""
     text = ""
     if env.log.level & BPF_LOG_STATS:
-        text = f"verification time {elapsed_ns // 1000} usec\nstack depth {env.stack_depth}\n"
+        depths = [s.stack_depth for s in env.subprogs] if env.subprogs else [env.stack_depth]
+        text = f"verification time {elapsed_ns // 1000} usec\nstack depth {'+'.join(map(str, depths))}\n"
     return text + (f"processed {env.insn_processed} insns (limit {BPF_COMPLEXITY_LIMIT_INSNS}) max_states_per_insn "
             f"{env.max_states_per_insn} total_states {env.total_states} peak_states {env.peak_states} "
             f"mark_read 0\n")
@@ -80,24 +84,29 @@ def bpf_check(kern, task, prog, attr, ctx) -> None:
         starts = add_subprogs(env)
         check_subprogs(env, starts)
         check_btf_info(env, attr, ctx, starts)
+        init_subprogs(env, starts)
         resolve_pseudo_ldimm64(env)
         check_cfg(env)
         check_pseudo_func_info(env)
         _check_attach_btf_id(env)
-        if not env.has_subprogs:
-            compute_live_regs(env)
-            do_check(env)
-            walked = True
+        compute_live_regs(env)
+        do_check(env)
+        if not log.level & BPF_LOG_LEVEL2:
+            log.reset(0)                # do_check_common(): a verified walk leaves no trace at level 1
+        do_check_subprogs(env)
+        check_max_stack_depth(env)
+        walked = True
     except VerifierError as e:
         err = e.errno
     except GiveUp:
         walked = False
     if not err:
-        if not log.level & BPF_LOG_LEVEL2:
-            log.reset(0)
+        if not walked and not log.level & BPF_LOG_LEVEL2:
+            log.reset(0)                # (a complete walk reset it as do_check_common does)
         if not walked:
             _max_ctx_offset_unwalked(env)
         convert_ctx_accesses(env, complete=walked)
+        err = fixup_kfunc_calls(env)
     log.write(_stats(env, time.monotonic_ns() - start))
     prog.aux.verified_insns = env.insn_processed
     try:

@@ -22,6 +22,9 @@ _ENDIAN_SIZES = (16, 32, 64)
 _MOVSX_OFFS_64 = (0, 8, 16, 32)
 _MOVSX_OFFS_32 = (0, 8, 16)
 _PKT = (RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META)
+#: adjust_ptr_min_max_vals(): types refused outright (sockets) or until NULL-checked
+_SOCKS = (RegType.PTR_TO_SOCKET, RegType.PTR_TO_SOCK_COMMON, RegType.PTR_TO_TCP_SOCK, RegType.PTR_TO_XDP_SOCK)
+_NULLABLE_ARITH = (RegType.PTR_TO_BTF_ID, RegType.PTR_TO_BUF, RegType.PTR_TO_MEM) + _SOCKS
 
 
 
@@ -130,13 +133,16 @@ def _adjust_reg_min_max_vals(env, state, insn, op: int, dst: Reg, src: Reg, alu6
     if not alu64 or op not in (BPF_ADD, BPF_SUB) or (sptr and op == BPF_SUB):
         return Reg(RegType.UNTRACKED)
     t = ptr.type
-    if t & TypeFlag.PTR_MAYBE_NULL and base_type(t) in (RegType.PTR_TO_BTF_ID, RegType.PTR_TO_BUF) \
-            and not ptr.weak_null:
+    if t & TypeFlag.PTR_MAYBE_NULL and base_type(t) in _NULLABLE_ARITH and not ptr.weak_null:
         raise env.fail(state, Errno.EACCES, f"R{insn.dst_reg} pointer arithmetic on {reg_type_str(t)} "
                                             f"prohibited, null-check it first\n")
     if t & TypeFlag.PTR_MAYBE_NULL or t in (RegType.CONST_PTR_TO_MAP, RegType.PTR_TO_PACKET_END):
         return Reg(RegType.UNTRACKED)
-    if t not in (RegType.PTR_TO_STACK, RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_CTX) + _PKT:
+    if t in _SOCKS:
+        raise env.fail(state, Errno.EACCES, f"R{insn.dst_reg} pointer arithmetic on {reg_type_str(t)} "
+                                            f"prohibited\n")
+    if t not in (RegType.PTR_TO_STACK, RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_CTX,
+                 RegType.PTR_TO_MEM | TypeFlag.MEM_RINGBUF) + _PKT:
         return Reg(RegType.UNTRACKED)
     if not off.is_const():
         return Reg(RegType.UNTRACKED)

@@ -151,7 +151,7 @@ def _check_btf_func_early(env, attr, ctx, btf) -> None:
         prev_offset = rec.insn_off
         records.append(raw)
         urecord += urec_size
-    env.prog.aux.func_info = b"".join(records)
+    env.prog.aux.func_info = env.prog.aux.orig_func_info = b"".join(records)
 
 
 def _skip_modifiers(types, type_id: int):
@@ -248,4 +248,4 @@ def _check_btf_line(env, attr, ctx, starts: list[int]) -> None:
     if s != len(starts):
         raise _fail(env, Errno.EINVAL, f"missing bpf_line_info for {len(starts) - s} funcs "
                                        f"starting from func#{s}\n")
-    prog.aux.line_info = b"".join(records)
+    prog.aux.line_info = prog.aux.orig_line_info = b"".join(records)

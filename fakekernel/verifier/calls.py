@@ -10,7 +10,11 @@ from fakekernel.verifier.map_func import (bpf_cgroup_storage_assign, check_get_l
                                           check_map_func_compatibility)
 from fakekernel.verifier.cfg import bpf_opcode_in_insntable, is_ldimm64
 from fakekernel.verifier.env import GiveUp
-from fakekernel.verifier.regs import Reg, RegType, reg_type_str
+from fakekernel.verifier.callbacks import push_callback_calls
+from fakekernel.verifier.refs import CallArgMeta, check_resource_leak, check_release_arg_off, ret_ptr_reg, set_ret_ref
+from fakekernel.verifier.reg_types import (MEM_TYPES as _MEM_TYPES, check_reg_type, compatible_reg_types,
+                                           process_spin_lock, process_timer_func)
+from fakekernel.verifier.regs import Reg, RegType
 from uapi.asm import func_id_name
 from uapi.bpf import (
     BPF_FUNC_MAX_ID, BPF_LDX, BPF_MEM, BPF_MEMSX, BPF_PSEUDO_BTF_ID, BPF_PSEUDO_FUNC, BPF_PSEUDO_MAP_FD,
@@ -27,18 +31,6 @@ MAX_USED_MAPS = 64
 BPF_MAX_VAR_OFF = 1 << 29
 BPF_MAX_VAR_SIZ = 1 << 29
 CALLER_SAVED_REGS = (0, 1, 2, 3, 4, 5)
-
-_MEM_TYPES = (RegType.PTR_TO_STACK, RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META,
-              RegType.PTR_TO_MAP_KEY, RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MEM,
-              RegType.PTR_TO_MEM | TypeFlag.MEM_RINGBUF, RegType.PTR_TO_BUF,
-              RegType.PTR_TO_BTF_ID | TypeFlag.PTR_TRUSTED)
-#: compatible_reg_types[] for the argument types this pass checks
-_COMPATIBLE = {
-    ArgType.PTR_TO_MAP_KEY: _MEM_TYPES,
-    ArgType.PTR_TO_MAP_VALUE: _MEM_TYPES,
-    ArgType.CONST_MAP_PTR: (RegType.CONST_PTR_TO_MAP,),
-    ArgType.PTR_TO_CTX: (RegType.PTR_TO_CTX,),
-}
 
 # helpers record_func_map() refuses on a BPF_F_RDONLY_PROG map
 _MAP_WRITE_FUNCS = frozenset({FuncId.map_delete_elem, FuncId.map_update_elem,
@@ -177,25 +169,6 @@ def resolve_pseudo_ldimm64(env) -> None:
 
 # ---------------------------------------------------------------- helper calls
 
-def _check_reg_type(env, state, regno: int, arg_type: int) -> None:
-    """check_reg_type() for the arg types in _COMPATIBLE."""
-    reg = state.regs[regno]
-    t = reg.type
-    if t == RegType.UNTRACKED:
-        raise GiveUp("untracked register passed to a helper")
-    if base_type(t) == RegType.PTR_TO_BTF_ID:
-        raise GiveUp("BTF pointers as helper arguments are not modelled")
-    if arg_type & TypeFlag.PTR_MAYBE_NULL:
-        t &= ~TypeFlag.PTR_MAYBE_NULL
-    compatible = _COMPATIBLE[base_type(arg_type)]
-    if t in compatible:
-        return
-    expected = ", ".join(reg_type_str(c) for c in compatible)
-    if base_type(arg_type) == ArgType.PTR_TO_MAP_KEY or base_type(arg_type) == ArgType.PTR_TO_MAP_VALUE:
-        expected = expected.replace("trusted_ptr_", "trusted_ptr_")
-    raise env.fail(state, Errno.EACCES, f"R{regno} type={reg_type_str(reg.type)} expected={expected}\n")
-
-
 def _const_stack_key(state, reg: Reg, key_size: int) -> int | None:
     """The key's value when the stack bytes holding it are known (get_constant_map_key)."""
     if reg.type != RegType.PTR_TO_STACK or not reg.var_off.is_const():
@@ -207,71 +180,10 @@ def _const_stack_key(state, reg: Reg, key_size: int) -> int | None:
     for k in range(key_size):
         b = off + k
         spi, idx = (-b - 1) // 8, (-b - 1) % 8
-        slot = state.stack.get(spi)
+        slot = state.frame[reg.frameno].stack.get(spi)
         if slot is None or slot.slot_type[idx] != "0":
             return None
     return value
-
-
-def process_timer_func(env, state, regno: int):
-    """check_reg_type() for ARG_PTR_TO_TIMER, then process_timer_func(): a map value pointer
-    at the constant offset of the value's bpf_timer.  Returns the map (meta->map_ptr)."""
-    reg = state.regs[regno]
-    if reg.type == RegType.UNTRACKED:
-        raise GiveUp("untracked register passed as a bpf_timer")
-    if reg.type != RegType.PTR_TO_MAP_VALUE:
-        raise env.fail(state, Errno.EACCES, f"R{regno} type={reg_type_str(reg.type)} expected=map_value\n")
-    if not reg.var_off.is_const():
-        raise env.fail(state, Errno.EINVAL, f"R{regno} doesn't have constant offset. bpf_timer has to be "
-                                            f"at the constant offset\n")
-    bpf_map = reg.map
-    name = bpf_map.name.decode(errors="replace")
-    if bpf_map.btf is None:
-        raise env.fail(state, Errno.EINVAL, f"map '{name}' has to have BTF in order to use bpf_timer\n")
-    record = getattr(bpf_map, "record", None)
-    timer_off = None if record is None else record.timer_off
-    if timer_off is None:
-        raise env.fail(state, Errno.EINVAL, f"map '{name}' has no valid bpf_timer\n")
-    off = s64(reg.var_off.value) + reg.off
-    if off != timer_off:
-        raise env.fail(state, Errno.EINVAL, f"off {off} doesn't point to 'struct bpf_timer' that is "
-                                            f"at {timer_off}\n")
-    return bpf_map
-
-
-def process_spin_lock(env, state, regno: int, is_lock: bool) -> None:
-    """check_reg_type() for ARG_PTR_TO_SPIN_LOCK, then process_spin_lock(): a map value
-    pointer at the constant offset of the value's bpf_spin_lock; one lock held at a time."""
-    reg = state.regs[regno]
-    if reg.type == RegType.UNTRACKED:
-        raise GiveUp("untracked register passed to bpf_spin_lock")
-    if reg.type != RegType.PTR_TO_MAP_VALUE:
-        raise env.fail(state, Errno.EACCES,
-                       f"R{regno} type={reg_type_str(reg.type)} expected=map_value, ptr_\n")
-    if not reg.var_off.is_const():
-        raise env.fail(state, Errno.EINVAL, f"R{regno} doesn't have constant offset. bpf_spin_lock has "
-                                            f"to be at the constant offset\n")
-    bpf_map = reg.map
-    name = bpf_map.name.decode(errors="replace")
-    if bpf_map.btf is None:
-        raise env.fail(state, Errno.EINVAL, f"map '{name}' has to have BTF in order to use bpf_spin_lock\n")
-    lock_off = getattr(bpf_map, "spin_lock_off", None)
-    if lock_off is None:
-        raise env.fail(state, Errno.EINVAL, f"map '{name}' has no valid bpf_spin_lock\n")
-    off = s64(reg.var_off.value) + reg.off
-    if off != lock_off:
-        raise env.fail(state, Errno.EINVAL, f"off {off} doesn't point to 'struct bpf_spin_lock' that is "
-                                            f"at {lock_off}\n")
-    if is_lock:
-        if state.active_lock is not None:
-            raise env.fail(state, Errno.EINVAL, "Locking two bpf_spin_locks are not allowed\n")
-        state.active_lock = (bpf_map, reg.id)
-        return
-    if state.active_lock is None:
-        raise env.fail(state, Errno.EINVAL, "bpf_spin_unlock without taking a lock\n")
-    if state.active_lock[0] is not bpf_map or state.active_lock[1] != reg.id:
-        raise env.fail(state, Errno.EINVAL, "bpf_spin_unlock of different lock\n")
-    state.active_lock = None
 
 
 def _check_mem_size_reg(env, state, fn, mem_regno: int, size_regno: int, zero_ok: bool):
@@ -343,6 +255,8 @@ def check_helper_call(env, state, insn) -> None:
     const_key = None
     mem_regno, raw_write = 0, None
     timer_map = None
+    meta = CallArgMeta()
+    callback_subprog = None
     for i in range(5):
         arg_type = fn.arg(i)
         regno = i + 1
@@ -351,10 +265,14 @@ def check_helper_call(env, state, insn) -> None:
         env.check_reg_arg(state, regno, src=True)
         reg = state.regs[regno]
         bt = base_type(arg_type)
-        if bt in _COMPATIBLE:
-            if arg_type & TypeFlag.PTR_MAYBE_NULL and reg.is_const() and reg.const_value == 0:
-                continue
-            _check_reg_type(env, state, regno, arg_type)
+        is_null = reg.is_const() and reg.const_value == 0
+        if compatible_reg_types(bt) is not None:
+            if not (arg_type & TypeFlag.PTR_MAYBE_NULL and is_null):
+                check_reg_type(env, state, regno, arg_type)
+                if arg_type & TypeFlag.OBJ_RELEASE:
+                    check_release_arg_off(env, state, regno)
+        if bt != ArgType.ANYTHING:
+            meta.note_arg(env, state, regno, arg_type, is_null)
         if bt == ArgType.PTR_TO_CTX and reg.off != 0:
             raise env.fail(state, Errno.EACCES,
                            f"dereference of modified ctx ptr R{regno} off={reg.off} disallowed\n")
@@ -376,6 +294,11 @@ def check_helper_call(env, state, insn) -> None:
                                     write=bool(arg_type & TypeFlag.MEM_UNINIT))
             if bt == ArgType.PTR_TO_MAP_KEY:
                 const_key = _const_stack_key(state, reg, bpf_map.key_size)
+        elif bt == ArgType.PTR_TO_FUNC:
+            callback_subprog = reg.subprogno
+        elif bt == ArgType.PTR_TO_CONST_STR:
+            from fakekernel.helpers.printf import check_reg_const_str
+            check_reg_const_str(env, state, regno)
         elif bt == ArgType.PTR_TO_MEM and not arg_type & TypeFlag.MEM_FIXED_SIZE:
             mem_regno = regno
         elif bt in (ArgType.CONST_SIZE, ArgType.CONST_SIZE_OR_ZERO) and mem_regno:
@@ -389,6 +312,15 @@ def check_helper_call(env, state, insn) -> None:
     if raw_write is not None:
         from fakekernel.verifier.mem import mark_stack_raw_write
         mark_stack_raw_write(env, state, *raw_write)
+    if func_id == FuncId.snprintf:
+        from fakekernel.helpers.printf import check_bpf_snprintf_call
+        check_bpf_snprintf_call(env, state)
+    if meta.release_regno:
+        meta.release(env, state, func_id)
+    if func_id == FuncId.tail_call:
+        check_resource_leak(env, state, False, "tail_call")
+    if callback_subprog is not None:
+        push_callback_calls(env, state, func_id, callback_subprog, env.insn_idx)
     if func_id in _CHANGES_PKT_DATA:
         for r in state.regs:
             if base_type(r.type) in (RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META, RegType.PTR_TO_PACKET_END):
@@ -423,7 +355,8 @@ def check_helper_call(env, state, insn) -> None:
             r0.weak_null = weak
         state.regs[0] = r0
     else:
-        state.regs[0] = Reg(RegType.UNTRACKED)
+        state.regs[0] = ret_ptr_reg(env, ret, meta)
+    set_ret_ref(env, state, func_id, bpf_map, meta)
     env.mark_reg_scratched(0)
     check_map_func_compatibility(env, bpf_map, func_id)
     if func_id == FuncId.get_func_ip:

@@ -4,19 +4,20 @@ bpf_opcode_in_insntable (kernel/bpf/core.c), plus register liveness for state pr
 from __future__ import annotations
 
 from fakekernel.verifier.env import MAX_BPF_REG, VerifierError
+from fakekernel.verifier.kfunc import add_kfunc_call
 from uapi.bpf import (
     BPF_ABS, BPF_ADD, BPF_ALU, BPF_ALU64, BPF_AND, BPF_ARSH, BPF_ATOMIC, BPF_B, BPF_CALL, BPF_DIV,
     BPF_DW, BPF_END, BPF_EXIT, BPF_H, BPF_IMM, BPF_IND, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JGT, BPF_JLE,
     BPF_JLT, BPF_JMP, BPF_JMP32, BPF_JNE, BPF_JSET, BPF_JSGE, BPF_JSGT, BPF_JSLE, BPF_JSLT, BPF_K,
     BPF_LD, BPF_LDX, BPF_LSH, BPF_MEM, BPF_MEMSX, BPF_MOD, BPF_MOV, BPF_MUL, BPF_NEG, BPF_OR,
     BPF_PSEUDO_CALL, BPF_PSEUDO_FUNC, BPF_PSEUDO_KFUNC_CALL, BPF_RSH, BPF_ST, BPF_STX, BPF_SUB,
-    BPF_TO_BE, BPF_TO_LE, BPF_W, BPF_X, BPF_XOR,
+    BPF_TO_BE, BPF_TO_LE, BPF_W, BPF_X, BPF_XOR, FuncId,
 )
 from uapi.errno import Errno
 from uapi.insn import BPF_CLASS, BPF_MODE, BPF_OP, BPF_SRC
 
 __all__ = ["INSN_TABLE", "bpf_opcode_in_insntable", "is_ldimm64", "add_subprogs", "check_subprogs",
-           "check_cfg", "compute_live_regs"]
+           "check_cfg", "compute_live_regs", "pseudo_call_kind"]
 
 BPF_JCOND = 0xE0          # include/uapi/linux/bpf.h: may_goto's opcode
 LD_IMM64 = BPF_LD | BPF_IMM | BPF_DW
@@ -72,6 +73,16 @@ def _is_kfunc_call(insn) -> bool:
     return insn.code == BPF_JMP | BPF_CALL and insn.src_reg == BPF_PSEUDO_KFUNC_CALL
 
 
+#: is_sync_callback_calling_function()
+_SYNC_CALLBACK_FUNCS = frozenset({FuncId.loop, FuncId.for_each_map_elem, FuncId.find_vma,
+                                  FuncId.user_ringbuf_drain})
+
+
+def pseudo_call_kind(insn) -> str:
+    """bpf_pseudo_call() / bpf_pseudo_func(): "call", "func" or ""."""
+    return "call" if _is_pseudo_call(insn) else "func" if _is_pseudo_func(insn) else ""
+
+
 def add_subprogs(env) -> list[int]:
     """add_subprog_and_kfunc(): subprog start insns (sorted, main first)."""
     starts = {0}
@@ -84,6 +95,7 @@ def add_subprogs(env) -> list[int]:
                                           "CAP_BPF and CAP_SYS_ADMIN\n")
         env.has_subprogs = True
         if _is_kfunc_call(insn):
+            add_kfunc_call(env, insn.imm, insn.off)
             continue
         target = i + insn.imm + 1
         if target < 0 or target >= n:
@@ -151,11 +163,22 @@ def check_cfg(env) -> None:
     stack = [0]
     for t, insn in enumerate(insns):
         cls = BPF_CLASS(insn.code)
+        if _is_pseudo_func(insn) and t + 2 < n:
+            aux[t + 2].prune_point = aux[t + 2].jmp_point = True
+        if _is_pseudo_func(insn) or _is_pseudo_call(insn):     # push_insn(BRANCH) to the callee
+            tgt = t + insn.imm + 1
+            if 0 <= tgt < n:
+                aux[tgt].prune_point = aux[tgt].jmp_point = True
         if cls in (BPF_JMP, BPF_JMP32):
             op = BPF_OP(insn.code)
-            if op == BPF_CALL:
+            if op == BPF_CALL:          # visit_func_call_insn()
                 if t + 1 < n:
-                    aux[t + 1].prune_point = True
+                    aux[t + 1].prune_point = aux[t + 1].jmp_point = True
+                if insn.src_reg == BPF_PSEUDO_CALL or (insn.src_reg == 0 and insn.imm == FuncId.timer_set_callback):
+                    aux[t].prune_point = True
+                if insn.src_reg == 0 and insn.imm in _SYNC_CALLBACK_FUNCS:    # mark_calls_callback()
+                    aux[t].calls_callback = aux[t].force_checkpoint = True
+                    aux[t].prune_point = aux[t].jmp_point = True
             elif op == BPF_JA:
                 if BPF_SRC(insn.code) != BPF_K:
                     raise VerifierError(Errno.EINVAL)

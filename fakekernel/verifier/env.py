@@ -12,7 +12,7 @@ import attrs
 from fakekernel.verifier.regs import Reg, RegType
 from uapi.errno import Errno
 
-__all__ = ["GiveUp", "VerifierError", "InsnAux", "StackSlot", "VerifierState", "Checkpoint", "VerifierEnv",
+__all__ = ["GiveUp", "VerifierError", "InsnAux", "StackSlot", "FuncState", "VerifierState", "Checkpoint", "VerifierEnv",
            "MAX_BPF_REG", "BPF_REG_FP", "BPF_REG_SIZE", "MAX_BPF_STACK", "BPF_COMPLEXITY_LIMIT_INSNS",
            "STACK_INVALID", "STACK_SPILL", "STACK_MISC", "STACK_ZERO"]
 
@@ -50,9 +50,12 @@ class InsnAux:
     prune_point: bool = False
     jmp_point: bool = False
     ptr_type: int = 0                # the pointer type a load/store went through (PTR_TO_CTX ...)
+    seen_ptr_type: int = 0           # the base register's type at the first walk (save_aux_ptr_type)
     ctx_field_size: int = 0
     map_index: int = -1
     map_off: int = 0
+    calls_callback: bool = False     # a helper call that runs a callback (verified as a loop)
+    force_checkpoint: bool = False
     states: list = attrs.field(factory=list)    # explored Checkpoints at this insn
     miss_cnt: int = 0
 
@@ -73,29 +76,95 @@ class StackSlot:
         return s
 
 
-class VerifierState:
-    """struct bpf_verifier_state with one frame (bpf-to-bpf calls are not modelled yet)."""
+class FuncState:
+    """struct bpf_func_state: one call frame's registers and stack."""
 
-    __slots__ = ("regs", "stack", "allocated_stack", "sure", "parent", "speculative", "active_lock")
+    __slots__ = ("regs", "stack", "allocated_stack", "frameno", "callsite", "subprogno", "in_callback_fn",
+                 "callback_ret_range", "in_async_callback_fn", "callback_depth")
 
-    def __init__(self):
+    def __init__(self, frameno: int = 0, callsite: int = -1, subprogno: int = 0):
         self.regs = [Reg() for _ in range(MAX_BPF_REG)]
         self.stack: dict[int, StackSlot] = {}
         self.allocated_stack = 0
+        self.frameno = frameno
+        self.callsite = callsite            # the call insn this frame returns to (+1)
+        self.subprogno = subprogno
+        self.in_callback_fn = False
+        self.callback_ret_range = (0, 0)
+        self.in_async_callback_fn = False
+        self.callback_depth = 0
+
+    def copy(self) -> "FuncState":
+        f = FuncState.__new__(FuncState)
+        f.regs = [r.copy() for r in self.regs]
+        f.stack = {k: v.copy() for k, v in self.stack.items()}
+        for k in ("allocated_stack", "frameno", "callsite", "subprogno", "in_callback_fn", "callback_ret_range",
+                  "in_async_callback_fn", "callback_depth"):
+            setattr(f, k, getattr(self, k))
+        return f
+
+
+class VerifierState:
+    """struct bpf_verifier_state: the call frames (``frame[-1]`` is the current one, whose
+    registers and stack ``regs``/``stack``/``allocated_stack`` give) and, as 6.18 keeps them
+    here, the acquired references (``refs``: list of (id, alloc insn, callback frame))."""
+
+    __slots__ = ("frame", "sure", "parent", "speculative", "active_lock", "refs", "callback_unroll_depth")
+
+    def __init__(self):
+        self.frame: list[FuncState] = [FuncState()]
         self.sure = True                # every branch decision so far matches the kernel's
         self.parent: Checkpoint | None = None
         self.speculative = False
         self.active_lock: tuple | None = None   # (map, reg id) of the held bpf_spin_lock
+        self.refs: list[tuple] = []
+        self.callback_unroll_depth = 0
+
+    @property
+    def curframe(self) -> int:
+        return len(self.frame) - 1
+
+    @property
+    def cur(self) -> FuncState:
+        return self.frame[-1]
+
+    @property
+    def regs(self) -> list:
+        return self.frame[-1].regs
+
+    @regs.setter
+    def regs(self, value: list) -> None:
+        self.frame[-1].regs = value
+
+    @property
+    def stack(self) -> dict:
+        return self.frame[-1].stack
+
+    @property
+    def allocated_stack(self) -> int:
+        return self.frame[-1].allocated_stack
+
+    @allocated_stack.setter
+    def allocated_stack(self, value: int) -> None:
+        self.frame[-1].allocated_stack = value
+
+    def all_regs(self):
+        """bpf_for_each_reg_in_vstate(): every register and spilled register of every frame."""
+        for f in self.frame:
+            yield from f.regs
+            for slot in f.stack.values():
+                if slot.spilled is not None:
+                    yield slot.spilled
 
     def copy(self) -> "VerifierState":
         s = VerifierState.__new__(VerifierState)
-        s.regs = [r.copy() for r in self.regs]
-        s.stack = {k: v.copy() for k, v in self.stack.items()}
-        s.allocated_stack = self.allocated_stack
+        s.frame = [f.copy() for f in self.frame]
         s.sure = self.sure
         s.parent = self.parent
         s.speculative = self.speculative
         s.active_lock = self.active_lock
+        s.refs = list(self.refs)
+        s.callback_unroll_depth = self.callback_unroll_depth
         return s
 
 
@@ -145,8 +214,17 @@ class VerifierEnv:
     live_in: list = attrs.field(factory=list)   # per insn: registers read before written
     stack_live_in: list = attrs.field(factory=list)   # per insn: may the stack be read later
     has_subprogs: bool = False
-    stack_depth: int = 0                       # deepest stack byte used (subprog_info.stack_depth)
+    stack_depth: int = 0                       # deepest stack byte used by the main program
+    subprogs: list = attrs.field(factory=list)  # struct bpf_subprog_info (verifier.func_call.SubprogInfo)
     budget: int = 200_000                       # processed insns before this pass gives up
+
+    def update_stack_depth(self, state, frameno: int, depth: int) -> None:
+        """update_stack_depth(): the deepest byte a frame's subprog touches."""
+        if state.frame[frameno].subprogno == 0:
+            self.stack_depth = max(self.stack_depth, depth)
+        if self.subprogs:
+            sub = self.subprogs[state.frame[frameno].subprogno]
+            sub.stack_depth = max(sub.stack_depth, depth)
 
     def verbose(self, text: str) -> None:
         self.log.write(text)

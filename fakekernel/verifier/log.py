@@ -1,4 +1,5 @@
-"""The verifier log — kernel/bpf/log.c (bpf_vlog_init, bpf_verifier_vlog, bpf_vlog_reset, bpf_vlog_finalize).
+"""The verifier log — kernel/bpf/log.c (bpf_vlog_init, bpf_verifier_vlog, bpf_vlog_reset, bpf_vlog_finalize,
+print_verifier_state, print_insn_state).
 
 The log is kept whole in memory as the kernel's positions see it (``end_pos`` may move back on
 reset); what reaches the user's buffer is derived at finalize time with the kernel's rules:
@@ -9,8 +10,11 @@ from __future__ import annotations
 
 from fakekernel.errors import Errno, KernelError
 
+BPF_REG_SIZE = 8
+NOT_INIT = 0
+
 __all__ = ["VerifierLog", "BPF_LOG_LEVEL", "BPF_LOG_LEVEL1", "BPF_LOG_LEVEL2", "BPF_LOG_STATS", "BPF_LOG_FIXED",
-           "BPF_LOG_MASK", "UINT_MAX"]
+           "BPF_LOG_MASK", "UINT_MAX", "print_verifier_state", "print_insn_state"]
 
 # include/linux/bpf_verifier.h (kernel-internal, so not in the generated uapi)
 BPF_LOG_LEVEL1 = 1
@@ -106,3 +110,52 @@ class VerifierLog:
         if self.ubuf:
             task.mm.copy_to_user(self.ubuf, self.user_bytes())
         return self.len_max
+
+
+# ---------------------------------------------------------------- state printing
+
+def print_verifier_state(env, state, print_all: bool, fs=None) -> str:
+    """print_verifier_state() of frame ``fs`` (the current one by default) of ``state``."""
+    fs = fs if fs is not None else state.cur
+    parts = [f" frame{fs.frameno}:"] if fs.frameno else []
+    for i, reg in enumerate(fs.regs):
+        if reg.type == NOT_INIT:
+            continue
+        if not print_all and not env.all_scratched and i not in env.scratched_regs:
+            continue
+        parts.append(f" R{i}={reg.state_str(fs.frameno)}")
+    for spi in range(fs.allocated_stack // BPF_REG_SIZE):
+        if not print_all and not env.all_scratched and spi not in env.scratched_stack:
+            continue
+        slot = fs.stack.get(spi)
+        if slot is None or all(t == "?" for t in slot.slot_type):
+            continue
+        types = "".join(slot.slot_type)
+        if slot.slot_type[BPF_REG_SIZE - 1] == "r" and slot.spilled is not None:
+            parts.append(f" fp{(-spi - 1) * BPF_REG_SIZE}={types[:types.index('r')]}"
+                         f"{slot.spilled.state_str(fs.frameno)}")
+        else:
+            parts.append(f" fp{(-spi - 1) * BPF_REG_SIZE}={types}")
+    ref_ids = [r[0] for r in state.refs]
+    if state.active_lock is not None and state.active_lock[1]:     # the lock is a reference
+        ref_ids.insert(0, state.active_lock[1])
+    if ref_ids:
+        parts.append(" refs=" + ",".join(str(i) for i in ref_ids))
+    if fs.in_callback_fn:
+        parts.append(" cb")
+    if fs.in_async_callback_fn:
+        parts.append(" async_cb")
+    if not print_all:
+        env.clean()
+    return "".join(parts) + "\n"
+
+
+def print_insn_state(env, state) -> None:
+    """print_insn_state(): annotate the previous insn line, or start a "N:" state line."""
+    log = env.log
+    if env.prev_log_pos and env.prev_log_pos == log.end_pos:
+        log.reset(env.prev_log_pos - 1)
+        env.verbose(" " * log.alignment(env.prev_insn_print_pos) + ";")
+    else:
+        env.verbose(f"{env.insn_idx}:")
+    env.verbose(print_verifier_state(env, state, False))

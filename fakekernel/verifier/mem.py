@@ -35,7 +35,7 @@ _SPILLABLE = (RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_STACK, RegType.PTR_TO_CTX
               RegType.PTR_TO_MEM, RegType.PTR_TO_FUNC, RegType.PTR_TO_MAP_KEY, RegType.PTR_TO_ARENA)
 #: may_access_direct_pkt_data(): program types whose packet bytes are writable
 _PKT_WRITABLE = frozenset({ProgType.SCHED_CLS, ProgType.SCHED_ACT, ProgType.XDP, ProgType.LWT_XMIT,
-                           ProgType.SK_SKB, ProgType.SK_MSG})
+                           ProgType.SK_SKB, ProgType.SK_MSG, ProgType.CGROUP_SOCKOPT})
 
 
 @attrs.define
@@ -78,17 +78,27 @@ def _check_stack_bounds(env, state, regno: int, off: int, size: int, what: str) 
         raise env.fail(state, Errno.EACCES, f"invalid{what} stack R{regno} off={off} size={size}\n")
 
 
-def _stack_write(env, state, off: int, size: int, value: Reg | None, imm: int | None) -> None:
-    """``imm`` is the BPF_ST immediate; value and imm both None is a helper's raw write."""
-    """check_stack_write_fixed_off()."""
+def _frame(state, reg: Reg):
+    """The bpf_func_state a PTR_TO_STACK register points into (its frameno)."""
+    return state.frame[reg.frameno]
+
+
+def _stack_write(env, state, off: int, size: int, value: Reg | None, imm: int | None, fs=None) -> None:
+    """check_stack_write_fixed_off() into frame ``fs`` (the current one by default).
+
+    ``imm`` is the BPF_ST immediate; value and imm both None is a helper's raw write."""
+    fs = fs if fs is not None else state.cur
     spi, idx = _stack_idx(off)
     env.mark_stack_slot_scratched(spi)
-    state.allocated_stack = max(state.allocated_stack, (spi + 1) * BPF_REG_SIZE)
-    slot = state.stack.setdefault(spi, StackSlot())
+    fs.allocated_stack = max(fs.allocated_stack, (spi + 1) * BPF_REG_SIZE)
+    slot = fs.stack.setdefault(spi, StackSlot())
     aligned = off % BPF_REG_SIZE == 0
     if value is not None and value.type == RegType.UNTRACKED:
         raise GiveUp("spill of an untracked value")
     if value is not None and aligned and value.type == RegType.SCALAR_VALUE and env.bpf_capable:
+        if value.umax.bit_length() <= 8 * size and not value.id and not value.var_off.is_const() and \
+                any(value is r for r in state.regs):
+            value.id = env.new_id()     # assign_scalar_id_before_mov(): the spill and the register are linked
         spill = value.copy()
         if spill.umax.bit_length() > 8 * size:
             spill.id = 0
@@ -98,6 +108,8 @@ def _stack_write(env, state, off: int, size: int, value: Reg | None, imm: int | 
         _save_spill(slot, Reg.const(imm), size)
         return
     if value is not None and base_type(value.type) in _SPILLABLE:
+        if fs is not state.cur and value.type == RegType.PTR_TO_STACK:
+            raise env.fail(state, Errno.EINVAL, "cannot spill pointers to stack into stack frame of the caller\n")
         if size != BPF_REG_SIZE:
             raise env.fail(state, Errno.EACCES, "invalid size of register spill\n")
         _save_spill(slot, value.copy(), size)
@@ -117,11 +129,12 @@ def _save_spill(slot: StackSlot, reg: Reg, size: int) -> None:
         slot.slot_type[i - 1] = STACK_SPILL
 
 
-def _stack_read(env, state, off: int, size: int) -> Reg:
-    """check_stack_read_fixed_off(): the value a load from the stack produces."""
+def _stack_read(env, state, off: int, size: int, fs=None) -> Reg:
+    """check_stack_read_fixed_off(): the value a load from frame ``fs``'s stack produces."""
+    fs = fs if fs is not None else state.cur
     spi, idx = _stack_idx(off)
     env.mark_stack_slot_scratched(spi)
-    slot = state.stack.get(spi)
+    slot = fs.stack.get(spi)
     stype = slot.slot_type if slot is not None else [STACK_INVALID] * BPF_REG_SIZE
     if stype[BPF_REG_SIZE - 1] == STACK_SPILL and slot.spilled is not None:
         spilled = slot.spilled
@@ -155,6 +168,10 @@ def _stack_read(env, state, off: int, size: int) -> Reg:
     return Reg.unknown()
 
 
+#: socket pointers a ctx field may hold (a NULL check makes them usable)
+_SOCK_PTRS = (RegType.PTR_TO_SOCKET, RegType.PTR_TO_SOCK_COMMON, RegType.PTR_TO_TCP_SOCK)
+
+
 def check_mem_access(env, state, insn_idx: int, regno: int, off: int, size: int, write: bool,
                      value: Reg | None = None, imm: int | None = None, is_ldsx: bool = False) -> Reg | None:
     """check_mem_access(): validate ``*(size *)(R<regno> + off)``; a read returns the loaded value
@@ -181,11 +198,11 @@ def _check_mem_access(env, state, insn_idx, regno, off, size, write, value, imm,
                                                 f"size {size}\n")
         total += off
         _check_stack_bounds(env, state, regno, total, size, " write to" if write else " read from")
-        env.stack_depth = max(env.stack_depth, -total)
+        env.update_stack_depth(state, reg.frameno, -total)
         if write:
-            _stack_write(env, state, total, size, value, imm)
+            _stack_write(env, state, total, size, value, imm, _frame(state, reg))
             return None
-        return _stack_read(env, state, total, size)
+        return _stack_read(env, state, total, size, _frame(state, reg))
     if t == RegType.PTR_TO_CTX:
         if reg.off or not reg.var_off.is_const() or reg.var_off.value:
             if not reg.var_off.is_const():
@@ -214,8 +231,9 @@ def _check_mem_access(env, state, insn_idx, regno, off, size, write, value, imm,
             r.btf = info.btf
         elif base_type(info.reg_type) not in (RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META,
                                               RegType.PTR_TO_PACKET_END, RegType.PTR_TO_FLOW_KEYS,
-                                              RegType.PTR_TO_TP_BUFFER, RegType.PTR_TO_BUF):
-            r.type = RegType.UNTRACKED
+                                              RegType.PTR_TO_TP_BUFFER, RegType.PTR_TO_BUF) \
+                and not (info.reg_type & TypeFlag.PTR_MAYBE_NULL and base_type(info.reg_type) in _SOCK_PTRS):
+            r.type = RegType.UNTRACKED      # a maybe-NULL socket pointer stays typed: it must be checked
         return r
     if t == RegType.PTR_TO_MAP_VALUE:
         total = _fixed_off(env, state, reg) + off
@@ -235,6 +253,32 @@ def _check_mem_access(env, state, insn_idx, regno, off, size, write, value, imm,
         frozen_ro = bool(m.map_flags & MapFlags.RDONLY_PROG) and getattr(m, "frozen", False)
         r = Reg.unknown(exact=not frozen_ro)
         coerce_to_size(r, size, exact=not frozen_ro)
+        return r
+    if t == RegType.PTR_TO_MAP_KEY:
+        if write:
+            raise env.fail(state, Errno.EACCES, f"write to change key R{regno} not allowed\n")
+        total = _fixed_off(env, state, reg) + off
+        if total < 0 or total + size > reg.map.key_size:
+            env.verbose(f"invalid access to map key, key_size={reg.map.key_size} off={total} size={size}\n")
+            raise env.fail(state, Errno.EACCES, f"R{regno} min value is outside of the allowed memory range\n")
+        aux.ptr_type = t
+        r = Reg.unknown()
+        coerce_to_size(r, size)
+        return r
+    if t == RegType.PTR_TO_MEM | TypeFlag.MEM_RINGBUF:
+        # check_mem_region_access() for the memory a helper returned (its mem_size)
+        if write and value is not None and value.type not in (RegType.SCALAR_VALUE, RegType.UNTRACKED) \
+                and not env.allow_ptr_leaks:
+            raise env.fail(state, Errno.EACCES, f"R{_insn_value_regno(env, insn_idx)} leaks addr into mem\n")
+        total = _fixed_off(env, state, reg) + off
+        if total < 0 or total + size > reg.mem_size:
+            env.verbose(f"invalid access to memory, mem_size={reg.mem_size} off={total} size={size}\n")
+            raise env.fail(state, Errno.EACCES, f"R{regno} min value is outside of the allowed memory range\n")
+        aux.ptr_type = RegType.PTR_TO_MEM
+        if write:
+            return None
+        r = Reg.unknown()
+        coerce_to_size(r, size)
         return r
     if t == RegType.PTR_TO_FLOW_KEYS:
         total = _fixed_off(env, state, reg) + off
@@ -293,12 +337,12 @@ def check_helper_mem_access(env, state, regno: int, size: int, write: bool) -> N
         if start < -MAX_BPF_STACK or start + size > 0:
             raise env.fail(state, Errno.EACCES, f"invalid indirect access to stack R{regno} off={start} "
                                                 f"size={size}\n")
-        env.stack_depth = max(env.stack_depth, -start)
+        env.update_stack_depth(state, reg.frameno, -start)
         if write:
             return
         for b in range(start, start + size):
             spi, idx = _stack_idx(b)
-            slot = state.stack.get(spi)
+            slot = _frame(state, reg).stack.get(spi)
             if (slot is None or slot.slot_type[idx] == STACK_INVALID) and not env.allow_uninit_stack:
                 raise env.fail(state, Errno.EACCES, f"invalid indirect read from stack R{regno} off "
                                                     f"{start}+{b - start} size {size}\n")
@@ -327,4 +371,4 @@ def mark_stack_raw_write(env, state, regno: int, size: int) -> None:
     reg = state.regs[regno]
     start = _fixed_off(env, state, reg)
     for i in range(size):
-        _stack_write(env, state, start + i, 1, None, None)
+        _stack_write(env, state, start + i, 1, None, None, _frame(state, reg))

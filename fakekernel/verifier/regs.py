@@ -98,7 +98,8 @@ class Reg:
     """
 
     __slots__ = ("type", "off", "var_off", "smin", "smax", "umin", "umax", "s32_min", "s32_max",
-                 "u32_min", "u32_max", "id", "map", "range", "exact", "weak_null", "frameno", "btf")
+                 "u32_min", "u32_max", "id", "map", "range", "exact", "weak_null", "frameno", "btf",
+                 "ref_obj_id", "mem_size", "subprogno")
 
     def __init__(self, type_: int = RegType.NOT_INIT):
         self.type = type_
@@ -110,6 +111,9 @@ class Reg:
         self.weak_null = False
         self.frameno = 0
         self.btf = None               # PTR_TO_BTF_ID: the pointed-to type (verifier.btf_access.BtfRef)
+        self.ref_obj_id = 0           # the acquired reference this pointer carries
+        self.mem_size = 0             # PTR_TO_MEM: the accessible size
+        self.subprogno = 0            # PTR_TO_FUNC: the callback's subprog
         self.set_unknown_bounds()
 
     # -- constructors
@@ -261,11 +265,16 @@ class Reg:
         out = reg_type_str(t)
         if base_type(t) == RegType.PTR_TO_BTF_ID and self.btf is not None:
             out += self.btf.name
-        if t == RegType.PTR_TO_STACK and self.var_off.is_const():
-            return out + _snum(s64(self.var_off.value) + self.off)
+        if t == RegType.PTR_TO_STACK:
+            if state_frameno != self.frameno:
+                out += f"[{self.frameno}]"
+            if self.var_off.is_const():
+                return out + _snum(s64(self.var_off.value) + self.off)
         attrs_ = []
         if self.id:
             attrs_.append(f"id={self.id}")
+        if self.ref_obj_id:
+            attrs_.append(f"ref_obj_id={self.ref_obj_id}")
         bt = base_type(t)
         if bt in (RegType.CONST_PTR_TO_MAP, RegType.PTR_TO_MAP_KEY, RegType.PTR_TO_MAP_VALUE) and self.map is not None:
             name = self.map.name.split(b"\0", 1)[0]
@@ -276,6 +285,8 @@ class Reg:
             attrs_.append("off=" + _snum(self.off))
         if bt in (RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META):
             attrs_.append("r=" + _unum(u64(self.range)))
+        if bt == RegType.PTR_TO_MEM:
+            attrs_.append("sz=" + _unum(self.mem_size))
         if self.var_off.is_const():
             if self.var_off.value:
                 attrs_.append("imm=" + _snum(s64(self.var_off.value)))

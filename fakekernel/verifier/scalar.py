@@ -33,6 +33,12 @@ def _safe_to_compute(op: int, src: Reg, bits: int) -> bool:
 def scalar_alu(op: int, dst: Reg, src: Reg, alu64: bool, signed_divmod: bool = False) -> Reg:
     """dst = dst <op> src for two scalars; returns the new dst."""
     out = Reg.unknown()
+    bits = 64 if alu64 else 32
+    if signed_divmod or not _safe_to_compute(op, src, bits):
+        if dst.exact and src.exact:
+            return out          # div/mod (and shifts by a variable or too far) are not tracked
+        out.exact = False
+        return out
     if dst.is_const() and src.is_const():
         if signed_divmod:
             f = (ALU64_SIGNED_OPS if alu64 else ALU32_SIGNED_OPS)[op]
@@ -45,10 +51,7 @@ def scalar_alu(op: int, dst: Reg, src: Reg, alu64: bool, signed_divmod: bool = F
         if not alu64:
             out.set_from_tnum(Tnum(0, U32_MAX))
         return out
-    bits = 64 if alu64 else 32
-    if signed_divmod or not _safe_to_compute(op, src, bits):
-        return out
-    if not alu64 or op not in (BPF_ADD, BPF_SUB, BPF_AND, BPF_OR, BPF_LSH, BPF_RSH):
+    if op not in (BPF_ADD, BPF_SUB, BPF_AND, BPF_OR) + (() if not alu64 else (BPF_LSH, BPF_RSH)):
         out.exact = False
         out.set_from_tnum(Tnum(0, U32_MAX) if not alu64 else Tnum(0, U64_MAX))
         return out
@@ -72,6 +75,13 @@ def scalar_alu(op: int, dst: Reg, src: Reg, alu64: bool, signed_divmod: bool = F
         _lsh(r, src.umin)
     elif op == BPF_RSH:
         _rsh(r, src.umin)
+    if not alu64:                       # zext_32_to_64() / __reg_assign_32_into_64()
+        r.var_off = r.var_off.subreg()
+        r.umin, r.umax = r.u32_min, r.u32_max
+        if 0 <= r.s32_min <= S32_MAX and 0 <= r.s32_max <= S32_MAX:
+            r.smin, r.smax = r.s32_min, r.s32_max
+        else:
+            r.smin, r.smax = 0, U32_MAX
     r.sync()
     return r
 

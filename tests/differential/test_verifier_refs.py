@@ -1,0 +1,21 @@
+"""Reference tracking and typed pointer arguments on fakekernel and on the real kernel: every
+row of tests/verifier/test_refs_cases.py (whole level-1 log, level-2 error lines).
+"""
+from __future__ import annotations
+
+import pytest
+
+from differential.test_verifier_subprogs import compare_level1, compare_level2
+from verifier.test_refs_cases import REF_CASES
+
+pytestmark = pytest.mark.differential
+
+
+@pytest.mark.parametrize("case", REF_CASES, ids=[c.name for c in REF_CASES])
+def test_verifier_refs_log_level1(both, case):
+    compare_level1(*both, case)
+
+
+@pytest.mark.parametrize("case", REF_CASES, ids=[c.name for c in REF_CASES])
+def test_verifier_refs_log_level2_errors(both, case):
+    compare_level2(*both, case)
