@@ -137,7 +137,10 @@ class AddressSpace:
         key = id(obj)
         addr = self._handle_of.get(key)
         if addr is None:
-            addr = self._alloc("object", _U64_SIZE)
+            place = getattr(obj, "kernel_object_address", None)      # an object with a chosen address
+            addr = place(self) if place is not None else None
+            if addr is None:
+                addr = self._alloc("object", _U64_SIZE)
             self._handle_of[key] = addr
             self._handles[addr] = obj
         return addr

@@ -19,6 +19,7 @@ import attrs
 from fakekernel.interp import alu
 from fakekernel.interp.memory import AddressSpace, InterpreterFault, Region
 from uapi.bpf import (
+    BPF_PSEUDO_KFUNC_CALL,
     BPF_ABS,
     BPF_ADD,
     BPF_ALU,
@@ -92,13 +93,23 @@ __all__ = [
 MAX_BPF_STACK = 512  # include/linux/filter.h
 MAX_CALL_FRAMES = 8  # include/linux/bpf_verifier.h
 MAX_TAIL_CALL_CNT = 33  # include/linux/bpf.h
+#: where a program's helper table keeps the kfunc with BTF id N: KFUNC_KEY_BASE + N (above every
+#: helper id; imm is an s32)
+KFUNC_KEY_BASE = 1 << 32
 BPF_MAX_LOOPS = 8 * 1024 * 1024  # include/linux/bpf.h: may_goto budget per frame
 # include/uapi/linux/filter.h (classic-BPF ABI, not part of the generated bpf.h constants)
 SKF_NET_OFF = -0x100000
 SKF_LL_OFF = -0x200000
 
+def kernel_call(func_id: int):
+    """A kernel function an inlined helper calls (map_gen_lookup), by its reserved call imm."""
+    from fakekernel.verifier.misc_fixups import KERNEL_CALLS
+    entry = KERNEL_CALLS.get(func_id)
+    return entry[1] if entry is not None else None
+
+
 _U64_MAX = alu.U64_MAX
-_NREGS = MAX_BPF_REG
+_NREGS = MAX_BPF_REG + 1     # r0-r10 and BPF_REG_AX, the ctx rewrites' scratch register
 _OPCODES = 1 << 8
 _HALT = -1  # ops return this when the outermost frame exits
 _LD_IMM64 = BPF_LD | BPF_IMM | BPF_DW
@@ -367,7 +378,7 @@ def _execute(vm: _Vm, regs: list[int], pc: int) -> None:
         if fault.insn_idx is None:
             fault.insn_idx = pc
         if fault.registers is None:
-            fault.registers = list(regs)
+            fault.registers = list(regs[:MAX_BPF_REG])      # the program's r0-r10
         raise
     except Exception as exc:
         exc.add_note(f"raised while executing insn {pc}")
@@ -553,13 +564,15 @@ def _bind_call(interp: Interpreter, idx: int, insn: Insn) -> Op:
         return op
     if insn.src_reg == BPF_PSEUDO_CALL:
         return _bind_pseudo_call(interp, idx, insn)
-    if insn.src_reg != 0:
-        return _bad_encoding(idx, insn, f"call with src_reg={insn.src_reg} (kfuncs are not interpreted)")
-    func_id = insn.imm
-    what = f"helper #{func_id}"
+    if insn.src_reg == BPF_PSEUDO_KFUNC_CALL:       # the helper table holds kfuncs by kfunc_key
+        func_id, what = KFUNC_KEY_BASE + insn.imm, f"kernel function btf_id {insn.imm}"
+    elif insn.src_reg != 0:
+        return _bad_encoding(idx, insn, f"call with src_reg={insn.src_reg}")
+    else:
+        func_id, what = insn.imm, f"helper #{insn.imm}"
 
     def op(regs: list, vm: _Vm) -> int:
-        fn = vm.helpers.get(func_id)
+        fn = vm.helpers.get(func_id) or kernel_call(func_id)
         if fn is None:
             raise InterpreterFault(None, f"call to {what}, which is not in the helper table")
         ret = fn(vm.env, regs[BPF_REG_1], regs[BPF_REG_2], regs[BPF_REG_3], regs[BPF_REG_4], regs[BPF_REG_5])

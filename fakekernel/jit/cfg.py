@@ -16,7 +16,9 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from fakekernel.interp import alu
+from fakekernel.interp.run import KFUNC_KEY_BASE
 from uapi.bpf import (
+    BPF_PSEUDO_KFUNC_CALL,
     BPF_ABS,
     BPF_ADD,
     BPF_AND,
@@ -129,7 +131,7 @@ def _target(n: int, idx: int, disp: int) -> int | None:
 
 
 def _reg(r: int) -> int:
-    if r >= MAX_BPF_REG:
+    if r > MAX_BPF_REG:                 # MAX_BPF_REG itself is BPF_REG_AX (ctx rewrites)
         raise _BadEncoding(f"register r{r} does not exist")
     return r
 
@@ -209,8 +211,10 @@ def _decode(insns: Sequence[Insn], idx: int, callx: bool) -> Op:
                     if tgt is None:
                         return _fault(idx, bad + f"call target out of range ({insn.imm:+d})")
                     return Op(idx, "pcall", idx + 1, tgt)
+                if insn.src_reg == BPF_PSEUDO_KFUNC_CALL:   # kfuncs sit in the helper table by kfunc_key
+                    return Op(idx, "call", idx + 1, k=KFUNC_KEY_BASE + insn.imm)
                 if insn.src_reg != 0:
-                    return _fault(idx, bad + f"call with src_reg={insn.src_reg} (kfuncs are not interpreted)")
+                    return _fault(idx, bad + f"call with src_reg={insn.src_reg}")
                 return Op(idx, "call", idx + 1, k=insn.imm)
             return unknown
         size_code = BPF_SIZE(code)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from fakekernel.interp.run import MAX_BPF_STACK, MAX_CALL_FRAMES, SKF_LL_OFF, SKF_NET_OFF
 from fakekernel.jit.cfg import Op, Program
+from fakekernel.jit.runtime import NREGS
 from uapi.bpf import (
     BPF_ADD,
     BPF_AND,
@@ -57,7 +58,7 @@ HEADER = f"""
 struct fk_region {{ uint64_t base; uint64_t size; uint8_t *host; int64_t writable; }};
 struct fk_run {{
     int64_t token;
-    uint64_t regs[11];
+    uint64_t regs[{NREGS}];
     uint64_t count;
     int64_t pc;
     int64_t fault;
@@ -176,7 +177,7 @@ _RMW = {BPF_ADD: "+", BPF_AND: "&", BPF_OR: "|", BPF_XOR: "^"}
 _SIGNED_FN = {(True, BPF_DIV): "fk_sdiv64", (True, BPF_MOD): "fk_smod64", (False, BPF_DIV): "fk_sdiv32",
               (False, BPF_MOD): "fk_smod32"}
 _SX = {1: "int8_t", 2: "int16_t", 4: "int32_t"}
-_REG_LIST = [f"r{i}" for i in range(11)]
+_REG_LIST = [f"r{i}" for i in range(NREGS)]
 _TERMINATORS = ("ja", "jmp", "may_goto", "exit", "call", "callx", "pcall", "fault")
 
 
@@ -249,7 +250,7 @@ class _Gen:
         self.static_stack = not prog.writes_r10
 
     def spill(self) -> str:
-        return " ".join(f"run->regs[{i}] = r{i};" for i in range(11))
+        return " ".join(f"run->regs[{i}] = r{i};" for i in range(NREGS))
 
     def fault_py(self, idx: int, sub: int | str) -> str:
         return f"{{ run->pc = {idx}; n -= {sub}; goto fk_fault_py; }}"
@@ -385,7 +386,7 @@ class _Gen:
 
     def source(self) -> str:
         p = self.p
-        regs = ", ".join(f"r{i} = run->regs[{i}]" for i in range(11))
+        regs = ", ".join(f"r{i} = run->regs[{i}]" for i in range(NREGS))
         out = [
             _PRELUDE,
             "int64_t fk_prog(void *run_, int64_t entry, int64_t depth) {",

@@ -23,7 +23,7 @@ from fakekernel.interp import InterpreterFault
 from fakekernel.interp.run import MAX_BPF_STACK, MAX_CALL_FRAMES
 from fakekernel.jit import cgen
 from fakekernel.jit.cfg import ANALYSIS_VERSION
-from fakekernel.jit.runtime import H_ERROR, H_SET, Engine, RunState
+from fakekernel.jit.runtime import H_ERROR, H_SET, NREGS, Engine, RunState
 
 __all__ = ["CEngine", "cache_dir", "compiler_works", "load_module"]
 
@@ -107,7 +107,7 @@ def _bind_callbacks(mod) -> None:
             ret = st.call_helper(func_id, callx, depth, r1, r2, r3, r4, r5)
             if ret.__class__ is not int:
                 c = st.native
-                action, ret = st.tail_call(ret, _base.unpack(c.regs, 11), depth)
+                action, ret = st.tail_call(ret, _base.unpack(c.regs, NREGS), depth)
                 c.hstatus = action
             if st.slot_regions:
                 _revalidate(st)
@@ -231,7 +231,7 @@ class CEngine(Engine):
         st.env.insn_count += c.count
         if status == cgen.ST_DONE:
             return c.regs[0]
-        regs = _base.unpack(c.regs, 11)
+        regs = _base.unpack(c.regs, NREGS)
         if status == cgen.ST_FAULT:
             msg = self.program.ops[c.pc].message if c.fault == cgen.F_STATIC else \
                 _MESSAGES[c.fault]
@@ -241,14 +241,14 @@ class CEngine(Engine):
             if exc.insn_idx is None:
                 exc.insn_idx = c.pc
             if exc.registers is None:
-                exc.registers = regs
+                exc.registers = regs[:NREGS - 1]      # the program's r0-r10, not BPF_REG_AX
         else:
             exc.add_note(f"raised while executing insn {c.pc}")
         raise exc
 
     def invoke(self, st: RunState, regs: list[int], entry: int, depth: int) -> int:
         c = _native(st)
-        c.regs[0:11] = regs
+        c.regs[0:len(regs)] = regs
         c.last = 0
         status = self._fn(c, entry, depth)
         c.hstatus = H_SET  # a nested run inside a helper leaves the outer helper call's status alone
@@ -258,7 +258,7 @@ class CEngine(Engine):
         if self.program.calls_helpers:
             return super().invoke_repeat(st, regs, n)
         c = _native(st)
-        c.regs[0:11] = regs
+        c.regs[0:len(regs)] = regs
         c.last = 0
         return self._finish(st, c, self._repeat(c, n))
 

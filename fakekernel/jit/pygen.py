@@ -12,7 +12,7 @@ from __future__ import annotations
 from fakekernel.interp import InterpreterFault, alu
 from fakekernel.interp.run import MAX_BPF_STACK, MAX_CALL_FRAMES
 from fakekernel.jit.cfg import Op, Program
-from fakekernel.jit.runtime import H_EXIT, Engine, RunState
+from fakekernel.jit.runtime import H_EXIT, NREGS, Engine, RunState
 from uapi.bpf import (
     BPF_ADD,
     BPF_AND,
@@ -52,7 +52,7 @@ M64 = (1 << 64) - 1
 M32 = (1 << 32) - 1
 S64 = 1 << 63
 S32 = 1 << 31
-_REGS = ", ".join(f"r{i}" for i in range(11))
+_REGS = ", ".join(f"r{i}" for i in range(NREGS))
 _SAVED = ", ".join(f"r{i}" for i in range(1, 11))
 _VIEW = {1: "stk", 2: "sh", 4: "si", 8: "sq"}
 _ZERO_STACK = bytes(MAX_BPF_STACK)
@@ -355,7 +355,7 @@ class _Gen:
             "            if e.insn_idx is None:",
             "                e.insn_idx = ip",
             "            if e.registers is None:",
-            f"                e.registers = [{_REGS}]",
+            f"                e.registers = [{_REGS}][:{NREGS - 1}]",
             "        else:",
             "            e.add_note(f'raised while executing insn {ip}')",
             "        raise",

@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from fakekernel.interp import AddressSpace, Interpreter, InterpreterFault, Region, RunEnv, SkbData, TailCall
-from fakekernel.interp.run import MAX_BPF_STACK, MAX_CALL_FRAMES, MAX_TAIL_CALL_CNT, BPF_MAX_LOOPS
+from fakekernel.interp.run import MAX_BPF_STACK, MAX_CALL_FRAMES, MAX_TAIL_CALL_CNT, BPF_MAX_LOOPS, kernel_call
 from fakekernel.jit.cfg import Program, analyze
 from uapi.bpf import BPF_REG_1, BPF_REG_2, BPF_REG_5, BPF_REG_10
 from uapi.insn import Insn, u64
 
 __all__ = ["Engine", "RunState", "H_SET", "H_KEEP", "H_EXIT", "H_ERROR", "NREGS"]
 
-NREGS = BPF_REG_10 + 1
+NREGS = BPF_REG_10 + 2      # r0-r10 and BPF_REG_AX (include/linux/filter.h)
 _U64_MAX = (1 << 64) - 1
 
 # how a helper call ends (what the compiled code does next)
@@ -221,7 +221,7 @@ class RunState:
                     r5: int) -> int | TailCall:
         """A helper call from compiled code: r0 (u64), or the TailCall the helper asked for (the tier
         then calls :meth:`tail_call` with its full register file). Exceptions propagate."""
-        fn = self.helpers.get(func_id)
+        fn = self.helpers.get(func_id) or (None if callx else kernel_call(func_id))
         if fn is None:
             what = f"callx to unknown helper #{func_id}" if callx else \
                 f"call to helper #{func_id}, which is not in the helper table"

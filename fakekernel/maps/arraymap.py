@@ -17,6 +17,7 @@ import hashlib
 
 import attrs
 
+from fakekernel import kernel_layout as kl
 from fakekernel.bpf.map import BpfMap, bpf_map_meta_equal
 from fakekernel.bpf.map_btf import array_map_check_btf
 from fakekernel.btf_fields import (BtfFieldType, bpf_obj_free_fields, btf_record_has_field,
@@ -52,6 +53,7 @@ def _index(key: bytes) -> int:
 @attrs.define(eq=False)
 class ArrayMap(BpfMap):
     elem_size: int = 0
+    bypass_spec_v1: bool = True       # map->bypass_spec_v1: created by a perfmon-capable task
     index_mask: int = 0
     area: MapArea | None = None
     region: object = None               # the area's Region in kern.mem, mapped on first use
@@ -93,7 +95,7 @@ class ArrayMap(BpfMap):
                  else BPF_ARRAY_HDR_SIZE + size)
         area = bpf_map_area_alloc(size, mmapable, charge=total)
         m = cls(**map_fields_from_attr(kern, attr), elem_size=elem_size, index_mask=index_mask,
-                area=area)
+                area=area, bypass_spec_v1=task.perfmon_capable())
         m.memlock = m.map_mem_usage()
         return m
 
@@ -124,6 +126,13 @@ class ArrayMap(BpfMap):
             self.region = self.kern.mem.map_region(self.area.buf, "map_value",
                                                    f"array:{self.name.decode(errors='replace')}")
         return self.region.base
+
+    def kernel_object_address(self, mem) -> int | None:
+        """The map's address (AddressSpace.map_object): struct bpf_array, whose value[] is the
+        mapped value area — the inlined lookup (array_map_gen_lookup) indexes from it."""
+        if self.area is None or mem is not self.kern.mem:
+            return None
+        return self._value_base() - kl.offsetof("bpf_array.value")
 
     # ---- bpf_map_ops ----
     def map_lookup_elem(self, key: bytes) -> int:
@@ -189,6 +198,13 @@ class ArrayMap(BpfMap):
         if off >= self.value_size:
             raise KernelError(Errno.EINVAL, "offset past value_size")
         return self._value_base()
+
+    def map_direct_value_meta(self, addr: int) -> int | None:
+        """array_map_direct_value_meta(): the offset of `addr` in value[0] (None: not in it)."""
+        if self.max_entries != 1 or self.region is None:
+            return None
+        off = addr - self.region.base
+        return off if 0 <= off < self.elem_size else None
 
     def map_get_hash(self) -> bytes:
         """array_map_get_hash(): SHA-256 over every element (padding included)."""

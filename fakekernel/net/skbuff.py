@@ -4,9 +4,9 @@ and the __sk_buff view a program gets (net/core/filter.c: bpf_convert_ctx_access
 `SkBuff` is the kernel-side packet: one linear head buffer (headroom, data, tailroom) with
 ``data_off``/``len`` marking skb->data and skb->len, the header offsets, and the metadata
 fields programs read or write.  A program never touches the SkBuff itself: it runs on a
-kernel ctx region (`build_skb_ctx`) that holds the uapi ``struct __sk_buff`` bytes, filled
-from the SkBuff, followed by 8-byte pointer slots for data / data_end / data_meta (the
-verifier turns the program's 32-bit loads of those fields into 64-bit loads of the slots).
+kernel ctx region (`build_skb_ctx`) holding a ``struct sk_buff`` image filled from the SkBuff
+(with the net_device, sock_common and skb_shared_info images its fields point to), as the
+verifier rewrites __sk_buff accesses into sk_buff ones (fakekernel/progs/skb_convert.py).
 After the program ran, `sync_back` copies the fields a program may write back into the
 SkBuff.  Helpers reach the SkBuff as ``env.ctx``; one that changes it calls
 `SkBuff.update_ctx` so the program sees the change.
@@ -24,7 +24,9 @@ from fakekernel.net.headers import (AF_UNSPEC, CHECKSUM_NONE, ETH_ALEN, ETH_HLEN
 from fakekernel.net.netdev import LOOPBACK, NetDevice
 from uapi.ffi import ffi
 
-from fakekernel.progs.ctx import SKB_KCTX_SIZE, SKB_PTR_SLOTS
+from fakekernel import kernel_layout as kl
+from fakekernel.kernel_layout import KImage
+from fakekernel.progs.ctx import SKB_KCTX_SIZE, SKB_PTR_SLOTS, SKB_SK_SLOT
 
 __all__ = ["SkBuff", "Sock", "SkbLoadView", "build_skb_ctx", "sync_back", "unmap_skb_ctx",
            "eth_type_trans", "SKB_KCTX_SIZE", "SKB_PTR_SLOTS"]
@@ -58,6 +60,18 @@ class Sock:
     state: int = TCP_CLOSE             # sock_init_data()
     bound_dev_if: int = 0
     rx_queue_mapping: int = NO_QUEUE_MAPPING
+
+    def sock_common_bytes(self) -> bytes:
+        """The struct sock_common the __sk_buff family/ip/port rewrites read through skb->sk."""
+        c = KImage("sock_common")
+        c["skc_family"] = self.family
+        c.put_bytes("skc_daddr", self.daddr)
+        c.put_bytes("skc_rcv_saddr", self.rcv_saddr)
+        c.put_bytes("skc_v6_daddr", self.v6_daddr)
+        c.put_bytes("skc_v6_rcv_saddr", self.v6_rcv_saddr)
+        c.put_bytes("skc_dport", self.dport.to_bytes(2, "big"))
+        c["skc_num"] = self.num
+        return bytes(c.buf)
 
     def bpf_sock_bytes(self) -> bytes:
         """The uapi `struct bpf_sock` a program reads through skb->sk."""
@@ -118,10 +132,12 @@ class SkBuff:
     # struct bpf_redirect_info as bpf_redirect() leaves it for the caller (tgt_index, flags)
     redirect_ifindex: int = 0
     redirect_flags: int = 0
+    tun_info: object = None            # skb_tunnel_info(): a metadata dst's ip_tunnel_info (helpers/tunnel.py)
     # the regions of the run in progress (build_skb_ctx / unmap_skb_ctx)
     kctx: Region | None = None
     pkt: Region | None = None
     mapped: list = attrs.field(factory=list)
+    _mem: object = None                # the address space of the run in progress
 
     # ---- skb_put / skb_push / skb_pull / skb_reserve ----
     @property
@@ -159,74 +175,97 @@ class SkBuff:
         return self.network_header - self.data_off
 
     # ---- the program's view ----
-    def write_ctx(self) -> None:
-        """Fill the mapped kernel ctx (uapi fields + pointer slots) from this skb."""
+    def _region(self, kind: str):
+        return next((r for r in self.mapped if r.kind == kind), None)
+
+    def _shinfo_region(self, mem) -> Region:
+        """skb_shinfo(): the skb_shared_info right after the buffer (skb->head + skb->end); mapped
+        again when a reallocated head now lies above it."""
+        shinfo = self._region("shinfo")
+        if shinfo is None or shinfo.base < self.pkt.base:
+            if shinfo is not None:
+                mem.unmap(shinfo)
+                self.mapped.remove(shinfo)
+            shinfo = mem.map_region(bytearray(kl.sizeof("skb_shared_info")), "shinfo", "skb_shinfo(skb)")
+            self.mapped.append(shinfo)
+        return shinfo
+
+    def write_ctx(self, mem=None) -> None:
+        """Fill the mapped struct sk_buff image (and the structs its rewrites chase) from this skb."""
         kctx, pkt = self.kctx, self.pkt
-        c = ffi.new("struct __sk_buff *")
-        c.len = self.len
-        c.pkt_type = self.pkt_type
-        c.mark = self.mark
-        c.queue_mapping = self.queue_mapping
-        c.protocol = _be16_as_loaded(self.protocol)
-        c.vlan_present = self.vlan_present
-        c.vlan_tci = self.vlan_tci
-        c.vlan_proto = _be16_as_loaded(self.vlan_proto)
-        c.priority = self.priority
-        c.ingress_ifindex = self.skb_iif
-        c.ifindex = self.dev.ifindex
-        c.tc_index = self.tc_index
-        ffi.memmove(c.cb, bytes(self.cb), QDISC_CB_PRIV_LEN)
-        c.hash = self.hash
-        c.tc_classid = self.tc_classid
-        c.napi_id = self.napi_id
+        mem = mem if mem is not None else self._mem
+        img = KImage("sk_buff", len(kctx.buf))
+        img.buf[:] = kctx.buf
+        if mem is not None:
+            shinfo = self._shinfo_region(mem)
+            sh = KImage("skb_shared_info")
+            sh["gso_size"] = self.gso_size
+            sh["gso_segs"] = self.gso_segs
+            sh["hwtstamps"] = self.hwtstamp
+            shinfo.buf[:] = sh.buf
+            img["end"] = self._region("shinfo").base - pkt.base
+        dev = self._region("netdev")
+        if dev is not None:
+            nd = KImage("net_device", len(dev.buf))
+            nd["ifindex"] = self.dev.ifindex
+            dev.buf[:] = nd.buf
+            img["dev"] = dev.base
+        img["len"] = self.len
+        img["data_len"] = 0
+        img["pkt_type"] = self.pkt_type
+        img["tstamp_type"] = self.tstamp_type
+        img["queue_mapping"] = self.queue_mapping
+        img.put_bytes("protocol", self.protocol.to_bytes(2, "big"))
+        img.put_bytes("vlan_proto", self.vlan_proto.to_bytes(2, "big"))
+        img["vlan_tci"] = self.vlan_tci
+        img["priority"] = self.priority
+        img["skb_iif"] = self.skb_iif
+        img["tc_index"] = self.tc_index
+        img["hash"] = self.hash
+        img["napi_id"] = self.napi_id
+        img["mark"] = self.mark
+        img["tstamp"] = self.tstamp
+        for name in ("mac_header", "network_header", "transport_header"):
+            img[name] = getattr(self, name)         # ~0 when unset
+        cb = KImage("qdisc_skb_cb")
+        cb["pkt_len"] = self.pkt_len
+        cb["tc_classid"] = self.tc_classid
+        cb.put_bytes("data", bytes(self.cb))
+        img.put_bytes("cb", bytes(cb.buf))
         data = pkt.base + self.data_off
-        c.data = data & _U32_MASK
-        c.data_end = (data + self.len) & _U32_MASK
-        c.data_meta = (data - self.meta_len) & _U32_MASK
-        if self.sk is not None:
-            sk = self.sk
-            c.family = sk.family
-            c.remote_ip4 = int.from_bytes(sk.daddr, "little")
-            c.local_ip4 = int.from_bytes(sk.rcv_saddr, "little")
-            for i in range(_IP6_WORDS):
-                c.remote_ip6[i] = int.from_bytes(sk.v6_daddr[i * _WORD:(i + 1) * _WORD], "little")
-                c.local_ip6[i] = int.from_bytes(sk.v6_rcv_saddr[i * _WORD:(i + 1) * _WORD], "little")
-            # bpf_convert_ctx_access: remote_port is the be16 dport shifted left by 16
-            c.remote_port = (_be16_as_loaded(sk.dport) << 16) & _U32_MASK
-            c.local_port = sk.num
-        c.tstamp = self.tstamp
-        c.wire_len = self.pkt_len
-        c.gso_segs = self.gso_segs
-        c.gso_size = self.gso_size
-        c.tstamp_type = self.tstamp_type
-        c.hwtstamp = self.hwtstamp
-        buf = kctx.buf
-        buf[:_SKB_SIZE] = ffi.buffer(c)
-        sk_off = ffi.offsetof("struct __sk_buff", "sk")
-        sk_region = next((r for r in self.mapped if r.kind == "sock"), None)
-        buf[sk_off:sk_off + _PTR] = (sk_region.base if sk_region else 0).to_bytes(_PTR, "little")
-        for name, addr in (("data", data), ("data_end", data + self.len),
-                           ("data_meta", data - self.meta_len)):
-            slot = SKB_PTR_SLOTS[name]
-            buf[slot:slot + _PTR] = addr.to_bytes(_PTR, "little")
+        img["head"] = pkt.base
+        img["data"] = data
+        ends = KImage("bpf_skb_data_end")
+        ends["data_end"] = data + self.len
+        ends["data_meta"] = data - self.meta_len
+        img.put_bytes("cb", ends.get_bytes("data_meta", 2 * _PTR), kl.offsetof("bpf_skb_data_end.data_meta"))
+        common = self._region("sock_common")
+        if common is not None and self.sk is not None:
+            common.buf[:] = self.sk.sock_common_bytes()
+        img["sk"] = common.base if common is not None else 0
+        sk_region = self._region("sock")
+        img.buf[SKB_SK_SLOT:SKB_SK_SLOT + _PTR] = (sk_region.base if sk_region else 0).to_bytes(_PTR, "little")
+        kctx.buf[:] = img.buf
 
     def sync_back(self) -> None:
-        """Copy the fields a program may have written from the ctx region into the skb."""
-        c = ffi.from_buffer("struct __sk_buff *", self.kctx.buf[:_SKB_SIZE])
-        self.mark = c.mark
-        self.priority = c.priority
-        self.tc_index = c.tc_index & _U16_MASK
-        self.tc_classid = c.tc_classid & _U16_MASK
-        self.cb[:] = bytes(ffi.buffer(c.cb))
-        # a write of NO_QUEUE_MAPPING or more leaves queue_mapping alone
-        if c.queue_mapping < NO_QUEUE_MAPPING:
-            self.queue_mapping = c.queue_mapping
-        self.tstamp = c.tstamp
+        """Copy the fields a program may have written from the sk_buff image into the skb."""
+        img = KImage("sk_buff", len(self.kctx.buf))
+        img.buf[:] = self.kctx.buf
+        self.mark = img["mark"]
+        self.priority = img["priority"]
+        self.tc_index = img["tc_index"]
+        self.queue_mapping = img["queue_mapping"]
+        self.tstamp = img["tstamp"]
+        self.tstamp_type = img["tstamp_type"]
+        cb = KImage("qdisc_skb_cb")
+        cb.buf[:] = img.get_bytes("cb", len(cb.buf))
+        self.tc_classid = cb["tc_classid"]
+        self.cb[:] = cb.get_bytes("data", QDISC_CB_PRIV_LEN)
 
     def update_ctx(self) -> None:
         """For helpers that change the skb: keep the program's writes, then refresh its view."""
         self.sync_back()
-        self.write_ctx()
+        self.write_ctx(self._mem)
 
     def ld_abs_view(self) -> "SkbLoadView":
         return SkbLoadView(data=b"", skb=self)
@@ -293,10 +332,13 @@ def build_skb_ctx(kern, skb: SkBuff) -> tuple[Region, Region]:
     if skb.sk is not None:
         skb.mapped.append(mem.map_region(bytearray(skb.sk.bpf_sock_bytes()), "sock", "skb->sk",
                                          writable=False))
-    kctx = mem.map_region(bytearray(SKB_KCTX_SIZE), "ctx", "__sk_buff")
+        common = bytearray(kl.sizeof("sock_common"))
+        skb.mapped.append(mem.map_region(common, "sock_common", "skb->sk (struct sock)", writable=False))
+    skb.mapped.append(mem.map_region(bytearray(kl.sizeof("net_device")), "netdev", "skb->dev", writable=False))
+    kctx = mem.map_region(bytearray(SKB_KCTX_SIZE), "ctx", "struct sk_buff")
     skb.mapped.append(kctx)
-    skb.kctx, skb.pkt = kctx, pkt
-    skb.write_ctx()
+    skb.kctx, skb.pkt, skb._mem = kctx, pkt, mem
+    skb.write_ctx(mem)
     return kctx, pkt
 
 
@@ -311,5 +353,5 @@ def unmap_skb_ctx(kern, skb: SkBuff) -> None:
     for region in skb.mapped:
         kern.mem.unmap(region)
     skb.mapped = []
-    skb.kctx = skb.pkt = None
+    skb.kctx = skb.pkt = skb._mem = None
 

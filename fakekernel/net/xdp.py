@@ -6,10 +6,10 @@ xdp_init_buff, xdp_prepare_buff), net/core/filter.c (xdp_convert_ctx_access).
 ``data_meta`` are offsets into it; the rx queue is ``ingress_ifindex``/``rx_queue_index``;
 ``frags`` hold the bytes past the linear part of a multi-buffer frame (test runs with a
 data_size_in beyond a page).  A program runs on a kernel ctx region (`build_xdp_ctx`)
-holding the uapi ``struct xdp_md`` bytes followed by 8-byte pointer slots for data /
-data_end / data_meta (the verifier turns the program's 32-bit loads of those fields into
-64-bit loads of the slots, as it does for ``__sk_buff``).  After the run `sync_back` reads
-the slots back: a helper such as bpf_xdp_adjust_head/meta/tail moved them.
+holding a ``struct xdp_buff`` image (plus the xdp_rxq_info / xdp_txq_info and net_device
+images its ifindex rewrites chase), as the verifier rewrites xdp_md loads into xdp_buff
+ones.  After the run `sync_back` reads data / data_end / data_meta back: a helper such as
+bpf_xdp_adjust_head/meta/tail moved them.
 
 Used by the XDP hook (fakekernel/net/rx.py: `from_frame`) and by BPF_PROG_TEST_RUN
 (fakekernel/test_run.py: `prepare`, fragments, `linear`).
@@ -20,16 +20,14 @@ import attrs
 
 from fakekernel.interp.memory import PAGE_SIZE, Region
 from uapi.bpf import XDP_PACKET_HEADROOM
-from uapi.ffi import ffi
 
+from fakekernel import kernel_layout as kl
+from fakekernel.kernel_layout import KImage
 from fakekernel.progs.ctx import XDP_KCTX_SIZE, XDP_PTR_SLOTS
 
 __all__ = ["XdpBuff", "build_xdp_ctx", "unmap_xdp_ctx", "XDP_PACKET_HEADROOM",
            "XDP_KCTX_SIZE", "XDP_PTR_SLOTS"]
 
-_PTR = ffi.sizeof("__u64")
-_U32_MASK = 0xFFFFFFFF
-_XDP_MD_SIZE = ffi.sizeof("struct xdp_md")
 _SLOTS = ("data", "data_end", "data_meta")
 
 
@@ -52,6 +50,10 @@ class XdpBuff:
     redirect_map: object = None     # a bpf_redirect_map() hit (fakekernel.helpers.redirect)
     kctx: Region | None = None
     pkt: Region | None = None
+    rxq: Region | None = None       # struct xdp_rxq_info, its net_device, and the txq's
+    rx_dev: Region | None = None
+    txq: Region | None = None
+    tx_dev: Region | None = None
 
     @classmethod
     def from_frame(cls, frame: bytes, *, ifindex: int, rx_queue: int = 0,
@@ -80,26 +82,34 @@ class XdpBuff:
         return sum(len(f) for f in self.frags)
 
     def write_ctx(self) -> None:
-        c = ffi.new("struct xdp_md *")
+        """Fill the struct xdp_buff image and the rxq/txq and net_device images it points to."""
         base = self.pkt.base
-        c.data = (base + self.data) & _U32_MASK
-        c.data_end = (base + self.data_end) & _U32_MASK
-        c.data_meta = (base + self.data_meta) & _U32_MASK
-        c.ingress_ifindex = self.ingress_ifindex
-        c.rx_queue_index = self.rx_queue_index
-        c.egress_ifindex = self.egress_ifindex
-        buf = self.kctx.buf
-        buf[:_XDP_MD_SIZE] = ffi.buffer(c)
+        img = KImage("xdp_buff")
         for name in _SLOTS:
-            slot = XDP_PTR_SLOTS[name]
-            buf[slot:slot + _PTR] = (base + getattr(self, name)).to_bytes(_PTR, "little")
+            img[name] = base + getattr(self, name)
+        img["data_hard_start"] = base
+        img["frame_sz"] = self.frame_sz
+        for region, ifindex in ((self.rx_dev, self.ingress_ifindex), (self.tx_dev, self.egress_ifindex)):
+            dev = KImage("net_device", len(region.buf))
+            dev["ifindex"] = ifindex
+            region.buf[:] = dev.buf
+        rxq = KImage("xdp_rxq_info")
+        rxq["dev"] = self.rx_dev.base
+        rxq["queue_index"] = self.rx_queue_index
+        self.rxq.buf[:] = rxq.buf
+        txq = KImage("xdp_txq_info")
+        txq["dev"] = self.tx_dev.base
+        self.txq.buf[:] = txq.buf
+        img["rxq"] = self.rxq.base
+        img["txq"] = self.txq.base
+        self.kctx.buf[:] = img.buf
 
     def sync_back(self) -> None:
-        """The pointer slots after the run, as offsets (adjust_head/meta/tail move them)."""
-        base, buf = self.pkt.base, self.kctx.buf
+        """The frame pointers after the run, as offsets (adjust_head/meta/tail move them)."""
+        img = KImage("xdp_buff")
+        img.buf[:] = self.kctx.buf
         for name in _SLOTS:
-            slot = XDP_PTR_SLOTS[name]
-            setattr(self, name, int.from_bytes(buf[slot:slot + _PTR], "little") - base)
+            setattr(self, name, img[name] - self.pkt.base)
 
     def update_ctx(self) -> None:
         """For helpers that move the frame pointers: refresh the program's view."""
@@ -109,14 +119,19 @@ class XdpBuff:
 def build_xdp_ctx(kern, xdp: XdpBuff) -> tuple[Region, Region]:
     """Map the frame buffer and the kernel ctx of `xdp` into ``kern.mem``."""
     pkt = kern.mem.map_region(xdp.buf, "packet", "xdp->data_hard_start")
-    kctx = kern.mem.map_region(bytearray(XDP_KCTX_SIZE), "ctx", "xdp_md")
+    mem = kern.mem
+    xdp.rx_dev = mem.map_region(bytearray(kl.sizeof("net_device")), "netdev", "rxq->dev", writable=False)
+    xdp.rxq = mem.map_region(bytearray(kl.sizeof("xdp_rxq_info")), "rxq", "xdp->rxq", writable=False)
+    xdp.tx_dev = mem.map_region(bytearray(kl.sizeof("net_device")), "netdev", "txq->dev", writable=False)
+    xdp.txq = mem.map_region(bytearray(kl.sizeof("xdp_txq_info")), "txq", "xdp->txq", writable=False)
+    kctx = mem.map_region(bytearray(XDP_KCTX_SIZE), "ctx", "struct xdp_buff")
     xdp.kctx, xdp.pkt = kctx, pkt
     xdp.write_ctx()
     return kctx, pkt
 
 
 def unmap_xdp_ctx(kern, xdp: XdpBuff) -> None:
-    for region in (xdp.kctx, xdp.pkt):
+    for region in (xdp.kctx, xdp.pkt, xdp.rxq, xdp.rx_dev, xdp.txq, xdp.tx_dev):
         if region is not None:
             kern.mem.unmap(region)
-    xdp.kctx = xdp.pkt = None
+    xdp.kctx = xdp.pkt = xdp.rxq = xdp.rx_dev = xdp.txq = xdp.tx_dev = None

@@ -1,27 +1,36 @@
-"""Program contexts as the runtime lays them out — the uapi struct followed by kernel pointer slots.
+"""Program contexts as the runtime lays them out — net/core/filter.c (bpf_convert_ctx_access,
+xdp_convert_ctx_access) and include/linux/filter.h (bpf_ctx_range, bpf_ctx_narrow_access_ok).
 
-The kernel's convert_ctx_access rewrites loads of ``__sk_buff.data`` etc. into loads from
-``struct sk_buff``; fakekernel's kernel-side ctx is the uapi struct itself followed by 8-byte
-slots holding the packet pointers, and the verifier rewrites the u32 uapi pointer loads into
-64-bit loads from those slots (see `fakekernel.verifier.fixups`).  KPROBE programs run on the
-raw ``struct pt_regs`` bytes, TRACEPOINT programs on the raw tracepoint record.
+As in the kernel, convert_ctx_access rewrites loads of ``__sk_buff`` fields into loads from
+``struct sk_buff`` and loads of ``xdp_md`` fields into loads from ``struct xdp_buff`` (layouts in
+`fakekernel.kernel_layout`), so the kernel-side ctx of an skb program is a ``struct sk_buff``
+image and that of an XDP program a ``struct xdp_buff`` image.  One slot is fakekernel's own:
+``__sk_buff.sk`` (a ``struct bpf_sock`` pointer, whose field loads are not rewritten here) is
+read from an 8-byte slot right after the sk_buff image (`SKB_SK_SLOT`).  KPROBE programs run
+on the raw ``struct pt_regs`` bytes, TRACEPOINT programs on the raw tracepoint record.
 Also here: ``enum bpf_access_type`` and the ctx-range helpers the is_valid_access rules use.
 """
 from __future__ import annotations
 
+from fakekernel import kernel_layout as kl
 from uapi.ffi import ffi
 
-__all__ = ["SKB_UAPI_SIZE", "SKB_PTR_SLOTS", "SKB_KCTX_SIZE", "XDP_UAPI_SIZE", "XDP_PTR_SLOTS",
+__all__ = ["SKB_UAPI_SIZE", "SKB_PTR_SLOTS", "SKB_SK_SLOT", "SKB_KCTX_SIZE", "XDP_UAPI_SIZE", "XDP_PTR_SLOTS",
            "XDP_KCTX_SIZE", "BPF_READ", "BPF_WRITE", "ctx_range", "ctx_range_till", "ctx_range_ptr",
-           "narrow_access_ok"]
+           "narrow_access_ok", "kernel_convert"]
 
 SKB_UAPI_SIZE = ffi.sizeof("struct __sk_buff")
-SKB_PTR_SLOTS = {"data": SKB_UAPI_SIZE, "data_end": SKB_UAPI_SIZE + 8, "data_meta": SKB_UAPI_SIZE + 16}
-SKB_KCTX_SIZE = SKB_UAPI_SIZE + 24
+# where the packet pointers live in the sk_buff image (bpf_compute_data_pointers() keeps data_end
+# and data_meta in the control block, struct bpf_skb_data_end)
+SKB_PTR_SLOTS = {"data": kl.offsetof("sk_buff.data"),
+                 "data_end": kl.offsetof("sk_buff.cb") + kl.offsetof("bpf_skb_data_end.data_end"),
+                 "data_meta": kl.offsetof("sk_buff.cb") + kl.offsetof("bpf_skb_data_end.data_meta")}
+SKB_SK_SLOT = kl.sizeof("sk_buff")
+SKB_KCTX_SIZE = SKB_SK_SLOT + ffi.sizeof("__u64")
 
 XDP_UAPI_SIZE = ffi.sizeof("struct xdp_md")
-XDP_PTR_SLOTS = {"data": XDP_UAPI_SIZE, "data_end": XDP_UAPI_SIZE + 8, "data_meta": XDP_UAPI_SIZE + 16}
-XDP_KCTX_SIZE = XDP_UAPI_SIZE + 24
+XDP_PTR_SLOTS = {name: kl.offsetof(f"xdp_buff.{name}") for name in ("data", "data_end", "data_meta")}
+XDP_KCTX_SIZE = kl.sizeof("xdp_buff")
 
 # enum bpf_access_type (include/linux/bpf.h)
 BPF_READ = 1
@@ -62,3 +71,12 @@ def ctx_range_ptr(struct: str, field: str) -> range:
 def narrow_access_ok(off: int, size: int, size_default: int) -> bool:
     """bpf_ctx_narrow_access_ok()."""
     return size <= size_default and (size & (size - 1)) == 0
+
+
+def kernel_convert(fn):
+    """Mark a convert_ctx_access that follows the kernel's calling convention:
+    ``fn(access, insn, prog) -> (insns, target_size)``, called by the verifier's
+    convert_ctx_accesses after it widened a narrow load (which then masks and shifts the
+    result, see `fakekernel.verifier.fixups`).  Unmarked converters take the insn alone."""
+    fn.kernel_convention = True
+    return fn

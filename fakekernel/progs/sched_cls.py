@@ -5,7 +5,8 @@ from __future__ import annotations
 from fakekernel.bpf.ops import VerifierOps
 from fakekernel.helpers.net import net_func_proto
 from fakekernel.progs.ctx import BPF_WRITE, SKB_KCTX_SIZE, SKB_UAPI_SIZE
-from fakekernel.progs.skb import F, bpf_skb_is_valid_access, skb_convert_ctx_access
+from fakekernel.progs.skb import F, bpf_skb_is_valid_access
+from fakekernel.progs.skb_convert import tc_cls_act_convert_ctx_access
 from fakekernel.verifier.regs import RegType
 from uapi.bpf import FuncId
 from uapi.ffi import ffi
@@ -55,5 +56,5 @@ def tc_cls_act_is_valid_access(off: int, size: int, access: int, prog, info) -> 
 
 
 VERIFIER_OPS = VerifierOps(get_func_proto=tc_cls_act_func_proto, is_valid_access=tc_cls_act_is_valid_access,
-                           convert_ctx_access=skb_convert_ctx_access, ctx_size=SKB_UAPI_SIZE,
+                           convert_ctx_access=tc_cls_act_convert_ctx_access, ctx_size=SKB_UAPI_SIZE,
                            kctx_size=SKB_KCTX_SIZE)

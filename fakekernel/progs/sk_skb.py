@@ -13,7 +13,8 @@ from fakekernel.bpf.ops import VerifierOps
 from fakekernel.helpers.net import net_func_proto
 from fakekernel.progs.ctx import BPF_WRITE, SKB_KCTX_SIZE, SKB_UAPI_SIZE, ctx_range, ctx_range_ptr
 from fakekernel.progs.ctx import ctx_range_till
-from fakekernel.progs.skb import F, bpf_skb_is_valid_access, skb_convert_ctx_access
+from fakekernel.progs.skb import F, bpf_skb_is_valid_access
+from fakekernel.progs.skb_convert import sk_skb_convert_ctx_access
 from fakekernel.verifier.regs import RegType
 from uapi.bpf import FuncId
 from uapi.ffi import ffi
@@ -89,7 +90,7 @@ def sk_msg_convert_ctx_access(insn):
 
 SK_SKB_VERIFIER_OPS = VerifierOps(get_func_proto=sk_skb_func_proto,
                                   is_valid_access=sk_skb_is_valid_access,
-                                  convert_ctx_access=skb_convert_ctx_access,
+                                  convert_ctx_access=sk_skb_convert_ctx_access,
                                   ctx_size=SKB_UAPI_SIZE, kctx_size=SKB_KCTX_SIZE)
 SK_MSG_VERIFIER_OPS = VerifierOps(get_func_proto=sk_msg_func_proto,
                                   is_valid_access=sk_msg_is_valid_access,

@@ -1,16 +1,16 @@
 """__sk_buff access rules shared by the skb-based prog types — net/core/filter.c
-(bpf_skb_is_valid_access, bpf_convert_ctx_access for the packet pointers).
+(bpf_skb_is_valid_access; bpf_convert_ctx_access lives in fakekernel/progs/skb_convert.py).
 """
 from __future__ import annotations
 
-from fakekernel.progs.ctx import (
-    BPF_WRITE, SKB_PTR_SLOTS, ctx_range, ctx_range_ptr, ctx_range_till, narrow_access_ok,
-)
+from fakekernel.progs.ctx import (BPF_WRITE, ctx_range, ctx_range_ptr, ctx_range_till, kernel_convert,
+                                  narrow_access_ok)
+from fakekernel.progs.skb_convert import bpf_convert_ctx_access
 from fakekernel.verifier.regs import RegType
 from fakekernel.helpers.proto import TypeFlag
-from uapi.bpf import BPF_DW, BPF_H, BPF_JA, BPF_JGE, BPF_JMP, BPF_K, BPF_LDX, BPF_MEM, BPF_ST, BPF_STX, BPF_W
+from uapi.bpf import BPF_DW, BPF_LDX, BPF_MEM
 from uapi.ffi import ffi
-from uapi.insn import BPF_CLASS, BPF_MODE, BPF_SIZE, Insn, u32
+from uapi.insn import BPF_CLASS, BPF_MODE, Insn
 
 __all__ = ["SK_BUFF", "F", "bpf_skb_is_valid_access", "skb_convert_ctx_access", "SIZE_DEFAULT"]
 
@@ -76,10 +76,6 @@ def bpf_skb_is_valid_access(off: int, size: int, access: int, prog, info) -> boo
     return narrow_access_ok(off, size, SIZE_DEFAULT)
 
 
-_SLOT_OF = {F.data.start: SKB_PTR_SLOTS["data"], F.data_end.start: SKB_PTR_SLOTS["data_end"],
-            F.data_meta.start: SKB_PTR_SLOTS["data_meta"]}
-
-
 def pointer_slot_load(insn: Insn, slots: dict) -> list[Insn] | None:
     """Rewrite ``rD = *(u32 *)(rS + <uapi pointer field>)`` into a u64 load of its kernel slot."""
     if BPF_CLASS(insn.code) != BPF_LDX or BPF_MODE(insn.code) != BPF_MEM or insn.off not in slots:
@@ -87,33 +83,8 @@ def pointer_slot_load(insn: Insn, slots: dict) -> list[Insn] | None:
     return [Insn(BPF_LDX | BPF_MEM | BPF_DW, insn.dst_reg, insn.src_reg, slots[insn.off], 0)]
 
 
-NO_QUEUE_MAPPING = 0xFFFF
-_U16_FIELDS = (ffi.offsetof(SK_BUFF, "tc_index"), ffi.offsetof(SK_BUFF, "tc_classid"),
-               ffi.offsetof(SK_BUFF, "queue_mapping"))
-_QUEUE_MAPPING = ffi.offsetof(SK_BUFF, "queue_mapping")
-
-
-def _u16_field_access(insn: Insn) -> list[Insn] | None:
-    """tc_index, tc_classid and queue_mapping are __u16 in the kernel: 32-bit accesses become
-    16-bit ones, and a queue_mapping of NO_QUEUE_MAPPING or more is not stored."""
-    cls = BPF_CLASS(insn.code)
-    if insn.off not in _U16_FIELDS or BPF_SIZE(insn.code) != BPF_W or BPF_MODE(insn.code) != BPF_MEM:
-        return None
-    if cls == BPF_LDX:
-        return [Insn(BPF_LDX | BPF_MEM | BPF_H, insn.dst_reg, insn.src_reg, insn.off, 0)]
-    if cls == BPF_ST:
-        if insn.off == _QUEUE_MAPPING and u32(insn.imm) >= NO_QUEUE_MAPPING:
-            return [Insn(BPF_JMP | BPF_JA, 0, 0, 0, 0)]
-        return [Insn(BPF_ST | BPF_MEM | BPF_H, insn.dst_reg, 0, insn.off, insn.imm)]
-    if cls == BPF_STX:
-        store = Insn(BPF_STX | BPF_MEM | BPF_H, insn.dst_reg, insn.src_reg, insn.off, 0)
-        if insn.off == _QUEUE_MAPPING:
-            return [Insn(BPF_JMP | BPF_JGE | BPF_K, insn.src_reg, 0, 1, NO_QUEUE_MAPPING), store]
-        return [store]
-    return None
-
-
-def skb_convert_ctx_access(insn: Insn) -> list[Insn] | None:
-    """convert_ctx_access for __sk_buff: packet pointers move to their 8-byte slots, 16-bit
-    kernel fields are accessed as such; everything else stays a uapi-layout access."""
-    return pointer_slot_load(insn, _SLOT_OF) or _u16_field_access(insn)
+@kernel_convert
+def skb_convert_ctx_access(access: int, si: Insn, prog):
+    """bpf_convert_ctx_access(): __sk_buff loads and stores become struct sk_buff accesses
+    (fakekernel.progs.skb_convert)."""
+    return bpf_convert_ctx_access(access, si, prog)

@@ -1,14 +1,17 @@
 """BPF_PROG_TYPE_XDP — net/core/filter.c (xdp_verifier_ops, xdp_func_proto, xdp_is_valid_access,
-xdp_convert_ctx_access for the packet pointers)."""
+xdp_convert_ctx_access: xdp_md loads become struct xdp_buff loads, the ifindex fields chase
+rxq->dev / txq->dev)."""
 from __future__ import annotations
 
 from fakekernel.bpf.ops import VerifierOps
 from fakekernel.helpers.net import net_func_proto
-from fakekernel.progs.ctx import BPF_WRITE, XDP_KCTX_SIZE, XDP_PTR_SLOTS, XDP_UAPI_SIZE
-from fakekernel.progs.skb import pointer_slot_load
+from fakekernel import kernel_layout as kl
+from fakekernel.progs.ctx import BPF_WRITE, XDP_KCTX_SIZE, XDP_UAPI_SIZE, kernel_convert
 from fakekernel.verifier.regs import RegType
 from uapi.bpf import AttachType, FuncId
+from uapi.bpf import BPF_DW, BPF_W
 from uapi.ffi import ffi
+from uapi.insn import BPF_LDX_MEM
 
 __all__ = ["VERIFIER_OPS", "XDP_FUNCS"]
 
@@ -29,8 +32,13 @@ _EGRESS_IFINDEX = ffi.offsetof(XDP_MD, "egress_ifindex")
 _U32 = ffi.sizeof("__u32")
 _PKT_REG = {_DATA: RegType.PTR_TO_PACKET, _DATA_META: RegType.PTR_TO_PACKET_META,
             _DATA_END: RegType.PTR_TO_PACKET_END}
-_SLOT_OF = {_DATA: XDP_PTR_SLOTS["data"], _DATA_END: XDP_PTR_SLOTS["data_end"],
-            _DATA_META: XDP_PTR_SLOTS["data_meta"]}
+# the loads each xdp_md field becomes: a chain of (size, struct.member) from the xdp_buff
+_CHAINS = {_DATA: ((BPF_DW, "xdp_buff.data"),), _DATA_END: ((BPF_DW, "xdp_buff.data_end"),),
+           _DATA_META: ((BPF_DW, "xdp_buff.data_meta"),),
+           ffi.offsetof(XDP_MD, "ingress_ifindex"): ((BPF_DW, "xdp_buff.rxq"), (BPF_DW, "xdp_rxq_info.dev"),
+                                                     (BPF_W, "net_device.ifindex")),
+           ffi.offsetof(XDP_MD, "rx_queue_index"): ((BPF_DW, "xdp_buff.rxq"), (BPF_W, "xdp_rxq_info.queue_index")),
+           _EGRESS_IFINDEX: ((BPF_DW, "xdp_buff.txq"), (BPF_DW, "xdp_txq_info.dev"), (BPF_W, "net_device.ifindex"))}
 
 
 def xdp_func_proto(func_id: int, prog):
@@ -53,8 +61,16 @@ def xdp_is_valid_access(off: int, size: int, access: int, prog, info) -> bool:
     return _is_valid_xdp_access(off, size)
 
 
-def xdp_convert_ctx_access(insn):
-    return pointer_slot_load(insn, _SLOT_OF)
+@kernel_convert
+def xdp_convert_ctx_access(access: int, si, prog):
+    chain = _CHAINS.get(si.off)
+    if chain is None:
+        return None
+    out, src = [], si.src_reg
+    for size, path in chain:
+        out.append(BPF_LDX_MEM(size, si.dst_reg, src, kl.offsetof(path)))
+        src = si.dst_reg
+    return out, 0
 
 
 VERIFIER_OPS = VerifierOps(get_func_proto=xdp_func_proto, is_valid_access=xdp_is_valid_access,

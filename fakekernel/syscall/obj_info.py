@@ -14,6 +14,7 @@ import hashlib
 
 from fakekernel.btf import BTF_FILE_KIND, btf_get_info_by_fd
 from fakekernel.errors import Errno, KernelError
+from fakekernel.verifier.misc_fixups import call_imm_for_dump, map_at_calls
 from fakekernel.syscall import fdget
 from uapi.bpf import (BPF_CALL, BPF_DW, BPF_IMM, BPF_JMP, BPF_LD, BPF_LDX, BPF_MEM,
                       BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, BPF_ST, BPF_STX, FuncId)
@@ -112,12 +113,16 @@ def bpf_insn_prepare_dump(kern, prog, creds) -> bytes:
     """
     raw_ok = bpf_dump_raw_ok(kern, creds)
     insns = decode_prog(prog.insns)
+    maps_at = map_at_calls(insns, kern.mem) if raw_ok else {}
     for i, insn in enumerate(insns):
         code = insn.code
         if code == BPF_JMP | BPF_TAIL_CALL:
             insn = Insn(BPF_JMP | BPF_CALL, insn.dst_reg, insn.src_reg, insn.off,
                         FuncId.tail_call)
             code = insn.code
+        elif code == BPF_JMP | BPF_CALL and insn.src_reg == 0 and insn.imm != FuncId.tail_call and raw_ok:
+            # helpers run by id here; the kernel's imm is the function's address (BPF_CALL_IMM)
+            insn = Insn(code, insn.dst_reg, 0, insn.off, call_imm_for_dump(kern, insns, maps_at, i))
         if code in (BPF_JMP | BPF_CALL, BPF_JMP | BPF_CALL_ARGS):
             insns[i] = Insn(BPF_JMP | BPF_CALL, insn.dst_reg, insn.src_reg, insn.off,
                             insn.imm if raw_ok else 0)

@@ -1,22 +1,30 @@
 """Post-verification rewrites — kernel/bpf/verifier.c convert_ctx_accesses, convert_pseudo_ld_imm64.
 
-ctx accesses are rewritten through the prog type's ``convert_ctx_access`` (the uapi packet-pointer
-fields become 64-bit loads of the kernel ctx slots, fields the kernel keeps narrower are accessed
-at their kernel width; see `fakekernel.progs.skb`), with jumps fixed up around longer rewrites.  Which loads go
+ctx accesses are rewritten through the prog type's ``convert_ctx_access`` (for skb and XDP
+programs the kernel's own rewrites into struct sk_buff / xdp_buff loads, narrow loads widened
+then shifted and masked as the kernel does; see `fakekernel.progs.skb_convert`), with jumps
+fixed up around longer rewrites.  Which loads go
 through the ctx comes from the verifier's walk; when the walk gave up part way, a plain dataflow
 over the CFG finds them instead (a register or stack slot holding R1's entry value).
 """
 from __future__ import annotations
 
+from fakekernel.progs.ctx import BPF_READ, BPF_WRITE
 from fakekernel.verifier.cfg import _BRANCH, _successors, is_ldimm64
 from fakekernel.verifier.regs import RegType
 from uapi.bpf import (
-    BPF_ALU64, BPF_CALL, BPF_DW, BPF_EXIT, BPF_JA, BPF_JMP, BPF_JMP32, BPF_LD, BPF_LDX, BPF_MEM, BPF_MOV,
-    BPF_PSEUDO_CALL, BPF_PSEUDO_FUNC, BPF_ST, BPF_STX, BPF_X,
+    BPF_ALU64, BPF_AND, BPF_B, BPF_CALL, BPF_DW, BPF_EXIT, BPF_H, BPF_JA, BPF_JMP, BPF_JMP32, BPF_LD, BPF_LDX,
+    BPF_MEM, BPF_MEMSX, BPF_MOV, BPF_PSEUDO_CALL, BPF_PSEUDO_FUNC, BPF_RSH, BPF_ST, BPF_STX, BPF_W, BPF_X,
+    ProgType,
 )
-from uapi.insn import BPF_CLASS, BPF_MODE, BPF_OP, BPF_SIZE, Insn
+from uapi.ffi import ffi
+from uapi.insn import BPF_ALU32_IMM, BPF_ALU64_IMM, BPF_CLASS, BPF_MODE, BPF_OP, BPF_SIZE, Insn
 
-__all__ = ["convert_ctx_accesses", "convert_pseudo_ld_imm64", "ctx_load_sites", "patch_insn"]
+_BYTES = {BPF_B: 1, BPF_H: 2, BPF_W: 4, BPF_DW: 8}
+_SIZE_CODE = {1: BPF_B, 2: BPF_H, 4: BPF_W, 8: BPF_DW}
+
+__all__ = ["convert_ctx_accesses", "convert_ctx_insns", "convert_pseudo_ld_imm64", "ctx_load_sites",
+           "patch_insn"]
 
 _FP = 10
 _CALL_CLOBBERS = frozenset(range(6))
@@ -94,9 +102,26 @@ def _jump_target_fields(insn) -> str | None:
     return "off"
 
 
-def patch_insn(insns: list[Insn], aux: list, idx: int, new: list[Insn]) -> None:
-    """bpf_patch_insn_data(): replace insns[idx] by ``new`` and fix every jump across it."""
+def _adjust_insn_offs(records: bytes, ctype: str, idx: int, delta: int) -> bytes:
+    """bpf_adjust_linfo() / adjust_subprog_starts(): records after `idx` move by `delta`."""
+    buf = bytearray(records)
+    recs = ffi.cast(ctype + " *", ffi.from_buffer(buf))
+    for i in range(len(buf) // ffi.sizeof(ctype)):
+        if recs[i].insn_off > idx:
+            recs[i].insn_off += delta
+    return bytes(buf)
+
+
+def patch_insn(insns: list[Insn], aux: list, idx: int, new: list[Insn], prog=None) -> None:
+    """bpf_patch_insn_data(): replace insns[idx] by ``new`` and fix every jump across it (and
+    the prog's line_info / func_info offsets after it)."""
     delta = len(new) - 1
+    if delta and prog is not None:
+        paux = prog.aux
+        if getattr(paux, "line_info", b""):
+            paux.line_info = _adjust_insn_offs(paux.line_info, "struct bpf_line_info", idx, delta)
+        if getattr(paux, "func_info", b""):
+            paux.func_info = _adjust_insn_offs(paux.func_info, "struct bpf_func_info", idx, delta)
     if delta:
         for i, insn in enumerate(insns):
             field = _jump_target_fields(insn)
@@ -116,6 +141,61 @@ def patch_insn(insns: list[Insn], aux: list, idx: int, new: list[Insn]) -> None:
     aux[idx:idx + 1] = [aux[idx]] + [type(aux[idx])() for _ in range(delta)]
 
 
+def _ctx_field_size(env, insn) -> int | None:
+    """is_valid_access's ctx_field_size for a site the walk did not reach (None: not valid)."""
+    from fakekernel.verifier.mem import AccessInfo
+    cls = BPF_CLASS(insn.code)
+    info = AccessInfo(is_ldsx=BPF_MODE(insn.code) == BPF_MEMSX, verbose=lambda *a: None)
+    access = BPF_READ if cls == BPF_LDX else BPF_WRITE
+    if not env.ops.is_valid_access(insn.off, _BYTES[BPF_SIZE(insn.code)], access, env.prog, info):
+        return None
+    return info.ctx_field_size
+
+
+class _ConvertProg:
+    """What a kernel-convention converter reads of the prog: the prog itself plus
+    prog->tstamp_type_access (set when the prog reads __sk_buff.tstamp_type, which only
+    tc_cls_act_is_valid_access allows)."""
+
+    def __init__(self, prog, insns, sites):
+        self.prog = prog
+        tt = ffi.offsetof("struct __sk_buff", "tstamp_type")
+        self.tstamp_type_access = any(BPF_CLASS(insns[i].code) == BPF_LDX and insns[i].off == tt
+                                      for i in sites) and prog.type in (ProgType.SCHED_CLS, ProgType.SCHED_ACT)
+
+    def __getattr__(self, name):
+        return getattr(self.prog, name)
+
+
+def _convert_kernel(convert, insn, field_size: int, prog) -> list[Insn] | None:
+    """One site the way convert_ctx_accesses() does it: widen a narrow load to the field,
+    convert, then shift and mask the result (and sign-extend an LDSX)."""
+    cls, mode = BPF_CLASS(insn.code), BPF_MODE(insn.code)
+    access = BPF_READ if cls == BPF_LDX else BPF_WRITE
+    size = _BYTES[BPF_SIZE(insn.code)]
+    narrow = size < field_size
+    off = insn.off
+    si = insn
+    if narrow:
+        if access == BPF_WRITE:
+            return None
+        si = Insn(BPF_LDX | BPF_MEM | _SIZE_CODE[field_size], insn.dst_reg, insn.src_reg,
+                  off & ~(field_size - 1), insn.imm)
+    done = convert(access, si, prog)
+    if done is None:
+        return None
+    out, target_size = list(done[0]), done[1]
+    if narrow and size < target_size:
+        shift = (off & (field_size - 1)) * 8          # bpf_ctx_narrow_access_offset(), little endian
+        alu = BPF_ALU32_IMM if field_size <= 4 else BPF_ALU64_IMM
+        if shift:
+            out.append(alu(BPF_RSH, insn.dst_reg, shift))
+        out.append(BPF_ALU32_IMM(BPF_AND, insn.dst_reg, (1 << size * 8) - 1))
+    if mode == BPF_MEMSX:
+        out.append(Insn(BPF_ALU64 | BPF_MOV | BPF_X, insn.dst_reg, insn.dst_reg, size * 8, 0))
+    return out
+
+
 def convert_ctx_accesses(env, complete: bool) -> None:
     """Rewrite ctx accesses through the prog type's convert_ctx_access (last site first, so the
     indices still to patch stay valid)."""
@@ -126,14 +206,39 @@ def convert_ctx_accesses(env, complete: bool) -> None:
         sites = {i for i, a in enumerate(env.aux) if a.ptr_type == RegType.PTR_TO_CTX}
     else:
         sites = ctx_load_sites(env.insns)
+    kernel = getattr(convert, "kernel_convention", False)
+    prog = _ConvertProg(env.prog, env.insns, sites) if kernel else None
     for i in sorted(sites, reverse=True):
-        new = convert(env.insns[i])
+        insn = env.insns[i]
+        if not kernel:
+            new = convert(insn)
+        else:
+            field_size = env.aux[i].ctx_field_size if complete else _ctx_field_size(env, insn)
+            new = None if field_size is None else _convert_kernel(convert, insn, field_size, prog)
         if new is not None:
-            patch_insn(env.insns, env.aux, i, new)
+            patch_insn(env.insns, env.aux, i, new, env.prog)
+
+
+def convert_ctx_insns(prog, verifier_ops, insns: list[Insn]) -> list[Insn]:
+    """The ctx rewrites alone, for programs installed without PROG_LOAD (hook tests): the ctx
+    loads are found by dataflow, as when the verifier's walk gave up."""
+    import types
+    env = types.SimpleNamespace(ops=verifier_ops, prog=prog, insns=list(insns),
+                                aux=[_SiteAux() for _ in insns])
+    convert_ctx_accesses(env, complete=False)
+    return env.insns
+
+
+class _SiteAux:
+    ctx_field_size = 0
 
 
 def convert_pseudo_ld_imm64(env) -> None:
-    """Map references are plain 64-bit immediates (the object handle / value address) from now on."""
+    """Map references are plain 64-bit immediates (the object handle / value address) from now on;
+    then do_misc_fixups() inlines the map lookups it can (fakekernel/verifier/misc_fixups.py; the
+    kernel runs it before this step, on the map pointers it recorded)."""
     for i, insn in enumerate(env.insns):
         if is_ldimm64(insn) and insn.src_reg and insn.src_reg != BPF_PSEUDO_FUNC:
             env.insns[i] = Insn(insn.code, insn.dst_reg, 0, insn.off, insn.imm)
+    from fakekernel.verifier.misc_fixups import do_misc_fixups
+    do_misc_fixups(env)

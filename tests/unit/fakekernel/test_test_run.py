@@ -15,6 +15,8 @@ import pytest
 from backends import FakeBackend
 from fakekernel import Kernel
 from fakekernel.bpf.prog import BpfProg
+from fakekernel.bpf_types import PROG_TYPES
+from fakekernel.verifier.fixups import convert_ctx_insns
 from fakekernel.bpf.ops import ProgOps, ProgTypeDef, VerifierOps
 from fakekernel.net.skbuff import SKB_PTR_SLOTS, SkBuff, eth_type_trans
 from fakekernel.net.netdev import LOOPBACK
@@ -63,6 +65,8 @@ def fk(fake):
     def load(prog_type, insns, eat=0, ifindex=0):
         prog = BpfProg(kern=kern, type=prog_type, expected_attach_type=eat, insns=b"",
                        len=len(insns), xlated=list(insns), ops=_typedef(_RUNNERS[prog_type]))
+        # the verifier's ctx rewrites (uapi field offsets -> struct sk_buff / xdp_buff)
+        prog.xlated = convert_ctx_insns(prog, PROG_TYPES[prog_type].verifier_ops, prog.xlated)
         prog.aux.ifindex = ifindex
         prog.aux.id = kern.prog_idr.alloc_cyclic(prog)
         fd = fdget.bpf_prog_new_fd(kern, kern.current, prog)

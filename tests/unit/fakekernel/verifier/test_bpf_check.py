@@ -1,4 +1,5 @@
 """bpf_check through PROG_LOAD on a fakekernel: rewrites, references, and the give-up rule."""
+from fakekernel import kernel_layout
 from fakekernel.bpf.prog import BpfProg
 from fakekernel.progs.ctx import SKB_PTR_SLOTS
 from fakekernel.syscall.fdget import bpf_prog_get
@@ -25,7 +26,8 @@ def test_prog_load_rewrites_packet_pointer_loads(fake):
     x = _prog(fake, fd).xlated
     assert x[0] == Insn(BPF_LDX | BPF_MEM | BPF_DW, 2, 1, SKB_PTR_SLOTS["data_end"], 0)
     assert x[1] == Insn(BPF_LDX | BPF_MEM | BPF_DW, 3, 1, SKB_PTR_SLOTS["data"], 0)
-    assert x[2] == insns[2]                   # ordinary fields stay uapi loads
+    # ordinary fields become struct sk_buff loads (skb->len)
+    assert x[2] == Insn(BPF_LDX | BPF_MEM | BPF_W, 4, 1, kernel_layout.offsetof("sk_buff.len"), 0)
     fake.close(fd)
 
 
@@ -119,4 +121,5 @@ def test_queue_mapping_store_skips_no_queue_mapping(fake):
         [BPF_MOV64_IMM(2, 5), Insn(0x63, 1, 2, 12, 0), BPF_MOV64_IMM(0, 0), BPF_EXIT_INSN()]))
     x = _prog(fake, fd).xlated
     assert x[1] == Insn(BPF_JMP | BPF_JGE | BPF_K, 2, 0, 1, 0xFFFF) and x[2].code == 0x6B
+    assert x[2].off == kernel_layout.offsetof("sk_buff.queue_mapping")
     fake.close(fd)
