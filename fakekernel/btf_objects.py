@@ -1,5 +1,5 @@
 """Kernel objects as BPF programs see them through BTF pointers — the struct layouts of the
-vmlinux BTF (struct bpf_map, bpf_prog, bpf_prog_aux, bpf_link, task_struct, bpf_iter_meta)
+vmlinux BTF (struct bpf_map, bpf_prog, bpf_prog_aux, bpf_link, task_struct, cgroup, bpf_iter_meta)
 filled with what the simulated kernel knows about an object.
 
 BTF-typed pointers (PTR_TO_BTF_ID: iterator objects, tracing arguments) point at real
@@ -70,6 +70,12 @@ class ObjectImages:
             buf[off:off + len(data[:fsize])] = data[:fsize]
         return self._map(buf, struct)
 
+    def buffer(self, buf: bytearray, name: str, writable: bool = True) -> int:
+        """A plain buffer mapped for the run (an iterator's key copy, a per-CPU value copy)."""
+        region = self.kern.mem.map_region(buf, "btf_obj", name, writable=writable)
+        self.regions.append(region)
+        return region.base
+
     def ctx(self, args: list[int]) -> int:
         """The u64 argument array tracing programs get as ctx."""
         buf = bytearray(b"".join((a & ((1 << 64) - 1)).to_bytes(_U64, "little") for a in args))
@@ -96,8 +102,20 @@ class ObjectImages:
         return self.image("bpf_link", {"id": link.id, "type": link.type, "prog": prog})
 
     def _task_struct(self, t) -> int:
-        return self.image("task_struct", {"pid": t.pid, "tgid": getattr(t, "tgid", t.pid),
-                                          "comm": _name16(t.comm)})
+        """pid, tgid, comm; allowed on every CPU (cpus_mask full, cpus_ptr pointing at it)."""
+        nr = self.kern.nr_cpus
+        addr = self.image("task_struct", {"pid": t.pid, "tgid": getattr(t, "tgid", t.pid),
+                                          "comm": _name16(t.comm), "nr_cpus_allowed": nr,
+                                          "cpus_mask": (1 << nr) - 1})
+        fields = struct_layout(self.ix, "task_struct")[1]
+        if "cpus_ptr" in fields and "cpus_mask" in fields:
+            self.kern.mem.store(addr + fields["cpus_ptr"][0], _U64, addr + fields["cpus_mask"][0])
+        return addr
+
+    def _cgroup(self, c) -> int:
+        """struct cgroup: its level and kn (a kernfs_node image holding the cgroup id)."""
+        kn = self.image("kernfs_node", {"id": c.id})
+        return self.image("cgroup", {"level": sum(1 for _ in c.ancestors()) - 1, "kn": kn})
 
     def unmap(self) -> None:
         for region in self.regions:

@@ -10,6 +10,7 @@ import os
 
 from fakekernel.helpers import HELPERS, HelperNotImplemented
 from fakekernel.interp.run import RunEnv
+from fakekernel.kfuncs import kfunc_key, kfunc_ret_size, kfunc_runtime
 from fakekernel.jit import ENGINE_ENV, compile_prog, engine_tier
 from uapi.insn import decode_prog
 from uapi.bpf import FuncId
@@ -34,6 +35,8 @@ def prog_helpers(prog) -> dict:
                 continue
             fn = HELPERS.get(int(fid))
             table[int(fid)] = fn if fn is not None else _not_implemented(int(fid))
+        for btf_id, name in prog.aux.kfunc_tab.items():      # the kfuncs its verification admitted
+            table[kfunc_key(btf_id)] = kfunc_runtime(name, kfunc_ret_size(prog.kern.btf_vmlinux, btf_id))
         prog.helpers = table
     return table
 

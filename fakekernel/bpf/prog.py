@@ -36,6 +36,8 @@ class BpfProgAux:
     btf: object = None
     func_info: bytes = b""
     line_info: bytes = b""
+    orig_func_info: bytes = b""                      # ... as the loader gave them (before insn patching
+    orig_line_info: bytes = b""                      # moved the offsets): what a reload passes again
     sleepable: bool = False
     xdp_has_frags: bool = False
     ifindex: int = 0
@@ -45,6 +47,8 @@ class BpfProgAux:
     recursion_misses: int = 0
     max_ctx_offset: int = 0                          # last ctx byte a load/store reaches (verifier)
     max_tp_access: int = 0                           # last writable-tracepoint buffer byte reached
+    streams: tuple | None = None                     # (stdout, stderr) BpfStreams, made on first use
+    kfunc_tab: dict = attrs.field(factory=dict)      # btf id -> kfunc name of every kfunc it calls
 
 
 @attrs.define(eq=False)

@@ -19,13 +19,14 @@ from uapi.ffi import ffi
 
 __all__ = ["DYNPTR_RUNTIME", "BPF_DYNPTR_TYPE_LOCAL", "BPF_DYNPTR_TYPE_RINGBUF", "dynptr_encode",
            "bpf_dynptr_from_mem", "bpf_dynptr_read", "bpf_dynptr_write", "bpf_dynptr_data",
-           "bpf_user_ringbuf_drain"]
+           "bpf_user_ringbuf_drain", "dynptr_at", "DYNPTR_MEM_TYPES", "BPF_DYNPTR_SIZE"]
 
 # enum bpf_dynptr_type (include/linux/bpf.h, kernel-internal)
 BPF_DYNPTR_TYPE_INVALID = 0
 BPF_DYNPTR_TYPE_LOCAL = 1
 BPF_DYNPTR_TYPE_RINGBUF = 2
 _MEM_TYPES = (BPF_DYNPTR_TYPE_LOCAL, BPF_DYNPTR_TYPE_RINGBUF)
+DYNPTR_MEM_TYPES = _MEM_TYPES
 DYNPTR_SIZE_MASK = DYNPTR_MAX_SIZE
 DYNPTR_TYPE_SHIFT = 28
 _TYPE_MASK = 0x7
@@ -61,6 +62,11 @@ class _Dynptr:
 
 def _load(env, addr: int) -> _Dynptr:
     return _Dynptr(env.mem.read(addr, BPF_DYNPTR_SIZE))
+
+
+def dynptr_at(mem, addr: int) -> _Dynptr:
+    """The decoded bpf_dynptr_kern at `addr` (for the dynptr kfuncs)."""
+    return _Dynptr(mem.read(addr, BPF_DYNPTR_SIZE))
 
 
 def bpf_dynptr_from_mem(env, r1, r2, r3, r4, r5) -> int:

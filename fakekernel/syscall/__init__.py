@@ -9,8 +9,9 @@ from __future__ import annotations
 import attrs
 
 from fakekernel.errors import Errno, KernelError
+from fakekernel.security import security_bpf
 from fakekernel.syscall import attach_cmds, btf_cmds, link_cmds, map_batch, map_cmds, obj_cmds, prog_cmds
-from fakekernel.syscall import iter_cmds, prog_aux_cmds, task_fd_query
+from fakekernel.syscall import iter_cmds, prog_aux_cmds, prog_stream, task_fd_query, token_cmds
 from fakekernel.syscall.command import ATTR_SIZE
 from uapi.bpf import BpfCmd
 from uapi.ffi import ffi
@@ -56,6 +57,8 @@ COMMANDS = {
     BpfCmd.BTF_GET_NEXT_ID: btf_cmds.bpf_btf_get_next_id,
     BpfCmd.ITER_CREATE: iter_cmds.bpf_iter_create,
     BpfCmd.TASK_FD_QUERY: task_fd_query.bpf_task_fd_query,
+    BpfCmd.PROG_STREAM_READ_BY_FD: prog_stream.prog_stream_read,
+    BpfCmd.TOKEN_CREATE: token_cmds.token_create,
 }
 
 
@@ -87,6 +90,9 @@ def sys_bpf(kern, task, cmd: int, uattr: int, size: int) -> int:
             raise KernelError(Errno.E2BIG, "non-zero bytes past the known union bpf_attr")
         size = min(size, ATTR_SIZE)
         raw = task.mm.copy_from_user(uattr, size) + bytes(ATTR_SIZE - size)
+        err = security_bpf(kern, cmd, raw, size)
+        if err < 0:
+            raise KernelError(-err, "an LSM program refused the command")
         handler = COMMANDS.get(cmd)
         if handler is None:
             raise KernelError(Errno.EINVAL, f"unknown command {cmd}")

@@ -19,10 +19,12 @@ import attrs
 from fakekernel.bpf.core import bpf_prog_run
 from fakekernel.bpf.link import BpfLink
 from fakekernel.bpf.link_primer import bpf_link_prime
+from fakekernel.btf_vmlinux import btf_index
 from fakekernel.errors import Errno, KernelError
 from fakekernel.trace.kallsyms import Kallsyms
 from fakekernel.trace.raw_tp import RawTracepoints
 from uapi.bpf import AttachType, KprobeMultiFlags, LinkType
+from uapi.btf import BtfKind
 from uapi.ffi import ffi
 
 __all__ = ["KprobeMultiLink", "KprobeMultiRunCtx", "Tracing", "bpf_kprobe_multi_link_attach",
@@ -241,6 +243,8 @@ class Tracing:
             for lk in entry:
                 runs += self._run(lk, f.addr, regs, False)
             runs += self.events.run_kprobes(f.name, regs, is_return=False)   # perf kprobe PMU
+            ret, tramp_runs = self._trampoline(f.name, values, ret)           # fentry/fmod_ret/fexit
+            runs += tramp_runs
             exits = [lk for lk in links if lk.flags & KprobeMultiFlags.KPROBE_MULTI_RETURN]
             if exits or self.events.kprobes(f.name, is_return=True):
                 regs.ax = ret & _U64_MASK
@@ -253,6 +257,16 @@ class Tracing:
             for r in regions:
                 mem.unmap(r)
         return runs
+
+    def _trampoline(self, name: str, args: list[int], ret: int) -> tuple[int, int]:
+        """The function's BPF trampoline, if programs are linked to it: (its return value, runs)."""
+        from fakekernel.trace.trampoline import call_traced_runs, trampolines
+        table = trampolines(self.kern)
+        if not table:
+            return ret, 0
+        btf = self.kern.btf_vmlinux
+        key = (("btf", btf.id), btf_index(btf).find_by_name_kind(name.encode(), BtfKind.FUNC))
+        return call_traced_runs(self.kern, key, args, lambda: ret)
 
     def _run(self, link: KprobeMultiLink, entry_ip: int, regs, is_return: bool) -> int:
         """kprobe_multi_link_prog_run(): the prog on a copy of the regs (a ctx region)."""

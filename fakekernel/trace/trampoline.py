@@ -8,8 +8,10 @@ BPF program) and holds the fentry, fexit and fmod_ret programs linked to it, or 
 extension (freplace) program replacing it.  `call_traced` plays one call of a simulated
 kernel function through its trampoline: fentry programs see the arguments, fmod_ret
 programs may make the function return early with their value, fexit programs also see the
-return value.  (Extension programs are linked and reported but the interpreter does not
-redirect the target's subprogram to them.)
+return value.  The simulated kernel calls it from `kern.world.trace.call` (any vmlinux
+function, next to its kprobes), from the test runs of bpf_fentry_test* / bpf_modify_return_test,
+and from its LSM hooks (`fakekernel.security`).  (Extension programs are linked and reported
+but the interpreter does not redirect the target's subprogram to them.)
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from fakekernel.errors import Errno, KernelError
 from uapi.bpf import AttachType, LinkType, ProgType
 
 __all__ = ["Trampoline", "TracingLink", "bpf_tracing_prog_attach", "bpf_tracing_raw_tp_attach",
-           "call_traced", "BPF_MAX_TRAMP_LINKS", "trampolines"]
+           "call_traced", "call_traced_runs", "BPF_MAX_TRAMP_LINKS", "trampolines"]
 
 BPF_MAX_TRAMP_LINKS = 38             # include/linux/bpf.h (x86_64)
 _U64_MASK = (1 << 64) - 1
@@ -233,15 +235,23 @@ def _run(kern, prog, ctx_args: list[int]) -> int:
 def call_traced(kern, key: tuple, args: list[int], impl) -> int:
     """One call of a traced function: fentry progs, fmod_ret progs (a non-zero return skips
     the function and becomes its return value), the function, then fexit progs."""
+    return call_traced_runs(kern, key, args, impl)[0]
+
+
+def call_traced_runs(kern, key: tuple, args: list[int], impl) -> tuple[int, int]:
+    """call_traced() and the number of program runs it made."""
     tr = trampolines(kern).get(key)
     if tr is None:
-        return impl()
+        return impl(), 0
     args = [a & _U64_MASK for a in args]
+    runs = 0
     for link in list(tr.progs[TRAMP_FENTRY]):
         _run(kern, link.prog, args)
+        runs += 1
     ret = None
     for link in list(tr.progs[TRAMP_MODIFY_RETURN]):
         r = _run(kern, link.prog, args + [0])
+        runs += 1
         if r & 0xFFFFFFFF:
             ret = r
             break
@@ -249,4 +259,5 @@ def call_traced(kern, key: tuple, args: list[int], impl) -> int:
         ret = impl()
     for link in list(tr.progs[TRAMP_FEXIT]):
         _run(kern, link.prog, args + [ret & _U64_MASK])
-    return ret
+        runs += 1
+    return ret, runs
