@@ -43,6 +43,7 @@ class Task:
     cgroup: object = None              # the task's cgroup (fakekernel.cgroup.Cgroup)
     bpf_storage: dict = attrs.field(factory=dict)   # task->bpf_storage: map -> local storage elem
     bpf_ctx: object = None             # task->bpf_ctx: the running program's bpf_run_ctx
+    pending_signals: list = attrs.field(factory=list)   # (sig, pid type) sent by bpf_send_signal*
 
     def __attrs_post_init__(self) -> None:
         if not self.tgid:

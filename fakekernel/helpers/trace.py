@@ -8,8 +8,9 @@ from __future__ import annotations
 from fakekernel.helpers.base import bpf_base_func_proto, neg_errno
 from fakekernel.helpers.proto import ArgType, FuncProto, RetType, TypeFlag
 from uapi.bpf import FuncId
+from uapi.capability import Cap
 from uapi.errno import Errno
-from uapi.insn import s64, u32, u64
+from uapi.insn import u32
 
 __all__ = ["TRACE_PROTOS", "bpf_tracing_func_proto", "TRACE_RUNTIME", "bstr_printf"]
 
@@ -48,6 +49,12 @@ _TRACING_FUNCS = frozenset({
 
 
 def bpf_tracing_func_proto(func_id: int, prog) -> FuncProto | None:
+    if func_id == FuncId.probe_write_user:      # bpf_get_probe_write_proto(): CAP_SYS_ADMIN, no lockdown
+        from fakekernel.helpers.base import prog_loader
+        from fakekernel.helpers.func_args import PROBE_WRITE_USER_PROTO, lockdown_bpf_write_user
+        if not prog_loader(prog).capable(Cap.SYS_ADMIN) or lockdown_bpf_write_user(prog.kern):
+            return None
+        return PROBE_WRITE_USER_PROTO
     if func_id in _TRACING_FUNCS:
         from fakekernel.helpers import PROTOS
         return PROTOS[func_id]
@@ -71,78 +78,20 @@ def _read_cstr(env, addr: int, limit: int) -> bytes | None:
     return bytes(out)
 
 
-_MAX_ARGS = 3
-_STR_LIMIT = 1024
-_INT_LEN = {"": 32, "l": 64, "ll": 64}
+_MAX_ARGS = 3                     # MAX_TRACE_PRINTK_VARARGS
 
 
 def bstr_printf(env, fmt: bytes, args: list[int], max_args: int = _MAX_ARGS) -> str | None:
-    """bpf_bprintf_prepare() + bstr_printf() for trace_printk: the text, or None when the
-    format is one the kernel refuses (-EINVAL)."""
-    out, i, used = [], 0, 0
-    text = fmt.decode("latin-1")
-    while i < len(text):
-        c = text[i]
-        if c != "%":
-            out.append(c)
-            i += 1
-            continue
-        if text[i + 1:i + 2] == "%":
-            out.append("%")
-            i += 2
-            continue
-        j = i + 1
-        flags = ""
-        while j < len(text) and text[j] in "-+ #0":
-            flags += text[j]
-            j += 1
-        width = ""
-        while j < len(text) and text[j].isdigit():
-            width += text[j]
-            j += 1
-        length = ""
-        for cand in ("ll", "l"):
-            if text.startswith(cand, j):
-                length = cand
-                j += len(cand)
-                break
-        conv = text[j:j + 1]
-        if used >= max_args or conv == "":
-            return None
-        arg = args[used]
-        used += 1
-        bits = _INT_LEN[length]
-        spec = "%" + flags + width
-        if conv in "di":
-            v = s64(arg) if bits == 64 else ((u32(arg) ^ 0x80000000) - 0x80000000)
-            out.append((spec + "d") % v)
-        elif conv in "uxX":
-            v = u64(arg) if bits == 64 else u32(arg)
-            out.append((spec + ("d" if conv == "u" else conv)) % v)
-        elif conv == "c" and not length:
-            out.append((spec + "c") % chr(arg & 0xFF))
-        elif conv == "s" and not length:
-            s = _read_cstr(env, arg, _STR_LIMIT)
-            out.append((spec + "s") % ("(efault)" if s is None else s.decode("latin-1")))
-        elif conv == "p" and not length:
-            out.append("0x%x" % u64(arg) if arg else "(null)")
-        else:
-            return None
-        i = j + 1
-    return "".join(out)
+    """bpf_bprintf_prepare() + bstr_printf() (fakekernel.helpers.printf) over at most
+    `max_args` of `args`: the text, or None when the kernel refuses the format."""
+    from fakekernel.helpers.printf import bprintf_text
+    return bprintf_text(env, fmt, list(args)[:max_args])
 
 
 def bpf_trace_printk(env, r1, r2, r3, r4, r5) -> int:
-    """bpf_trace_printk(fmt, fmt_size, ...): appends the message to kern.trace_lines."""
-    fmt = env.mem.read(r1, r2)
-    if not fmt or fmt[-1:] != b"\0":
-        return neg_errno(Errno.EINVAL)
-    fmt = fmt.split(b"\0", 1)[0]
-    text = bstr_printf(env, fmt, [r3, r4, r5])
-    if text is None:
-        return neg_errno(Errno.EINVAL)
-    env.kernel.trace_lines.append(text[:-1] if text.endswith("\n") else text)
-    return len(text.encode("latin-1")) + 1
+    """bpf_trace_printk(fmt, fmt_size, arg1, arg2, arg3): appends the message to kern.trace_lines."""
+    from fakekernel.helpers.printf import trace_printk_common
+    return trace_printk_common(env, r1, u32(r2), [r3, r4, r5])
 
 
 # x86 copy_from_kernel_nofault_allowed(): user addresses (and the guard page after them), the

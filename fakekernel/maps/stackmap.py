@@ -9,8 +9,8 @@ the CAP_BPF check.  Userspace can read a bucket (the recorded frames, zero-padde
 delete it (or both at once: LOOKUP_AND_DELETE, new in 6.x) and walk the ids; it cannot
 update it (EINVAL), and programs cannot look it up.
 
-Not modelled: bpf_get_stackid / bpf_get_stack (the only way to fill buckets), so a stack
-map stays empty; `stack_map_store` is where that helper's result would land.
+bpf_get_stackid (fakekernel/helpers/stack.py, over the simulated call chains) fills the
+buckets through `stack_map_store`.
 """
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from fakekernel.bpf.ops import VerifierOps
 from fakekernel.btf_vmlinux import BPF_LSM_PREFIX
 from fakekernel.helpers.trace import bpf_tracing_func_proto
 from fakekernel.progs.tracing import TRACING_CTX_SIZE, tracing_prog_is_valid_access
+from uapi.bpf import FuncId
 
 __all__ = ["VERIFIER_OPS", "bpf_lsm_verify_prog", "bpf_lsm_is_sleepable_hook", "is_lsm_hook"]
 
@@ -65,6 +66,9 @@ def bpf_lsm_verify_prog(prog, tgt) -> str:
 
 
 def bpf_lsm_func_proto(func_id: int, prog):
+    if func_id in (FuncId.get_func_arg, FuncId.get_func_ret, FuncId.get_func_arg_cnt):
+        from fakekernel.helpers.func_args import trampoline_func_proto     # tracing_prog_func_proto()
+        return trampoline_func_proto(func_id, prog)
     return bpf_tracing_func_proto(func_id, prog)
 
 

@@ -170,6 +170,9 @@ def tracing_prog_func_proto(func_id: int, prog):
     if func_id == FuncId.get_func_ip:
         from fakekernel.helpers.seq import GET_FUNC_IP_TRACING_PROTO
         return GET_FUNC_IP_TRACING_PROTO
+    if func_id in (FuncId.get_func_arg, FuncId.get_func_ret, FuncId.get_func_arg_cnt):
+        from fakekernel.helpers.func_args import trampoline_func_proto
+        return trampoline_func_proto(func_id, prog)
     return bpf_tracing_func_proto(func_id, prog)
 
 

@@ -30,9 +30,9 @@ def test_protos_mirror_the_kernel_for_map_helpers():
 def test_every_runtime_helper_has_a_proto_and_the_rest_are_listed():
     assert set(HELPERS) <= set(PROTOS)
     assert UNIMPLEMENTED_AT_RUNTIME == frozenset(PROTOS) - frozenset(HELPERS)
-    assert FuncId.fib_lookup in UNIMPLEMENTED_AT_RUNTIME
-    with pytest.raises(HelperNotImplemented):
-        helper_runtime(FuncId.fib_lookup)
+    if UNIMPLEMENTED_AT_RUNTIME:
+        with pytest.raises(HelperNotImplemented):
+            helper_runtime(min(UNIMPLEMENTED_AT_RUNTIME))
     assert FuncId.skb_load_bytes not in UNIMPLEMENTED_AT_RUNTIME
 
 
@@ -70,7 +70,7 @@ def test_trace_printk_appends_the_message():
     s = k.mem.map_region(bytearray(b"hi\0"), "stack", "s")
     n = HELPERS[FuncId.trace_printk](env, fmt.base, fmt.size, (-5) & ((1 << 64) - 1), s.base, 255)
     assert k.trace_lines == ["x=-5 s=hi ff"]
-    assert n == len("x=-5 s=hi ff\n") + 1
+    assert n == len("x=-5 s=hi ff\n")          # bstr_printf()'s length (measured on 6.18)
 
 
 def test_trace_printk_refuses_bad_formats():
