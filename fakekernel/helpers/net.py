@@ -4,8 +4,11 @@
 functions written so far: packet bytes (skb_load_bytes(_relative), skb_store_bytes,
 xdp_load/store_bytes), checksums (csum_diff, l3/l4_csum_replace), the skb hash, skb_pull_data,
 the XDP head/meta/tail adjustments (`fakekernel.helpers.net_xdp`), the skb geometry helpers
-(`fakekernel.helpers.net_skb`) and bpf_redirect.  Every other networking helper is listed in
-`fakekernel.helpers.UNIMPLEMENTED_AT_RUNTIME` and calling it raises `HelperNotImplemented`.
+(`fakekernel.helpers.net_skb`) and bpf_redirect.  FIB lookups and MTU checks
+(`fakekernel.helpers.fib`), socket lookups and casts (`sk_lookup_family`), socket cgroups
+(`sk_cgroup`), SYN cookies (`syncookies`) and tunnel metadata (`tunnel`) have their own modules.
+A networking helper without a runtime is listed in `fakekernel.helpers.UNIMPLEMENTED_AT_RUNTIME`
+and calling it raises `HelperNotImplemented`.
 
 Helpers reach the kernel-side packet as ``env.ctx`` (an `SkBuff` or an `XdpBuff`) and call its
 ``update_ctx()`` after changing what the program's ctx shows.
