@@ -20,6 +20,9 @@ from fakekernel.progs import cgroup_skb, kprobe, sched_cls, socket_filter, trace
 from fakekernel.progs import flow_dissector, netfilter, raw_tp, sk_lookup, syscall_prog
 from fakekernel.progs import ext, lsm, tracing
 from fakekernel.progs import sk_skb
+from fakekernel.progs import (cgroup_device, cgroup_sock, cgroup_sock_addr, cgroup_sockopt,
+                             cgroup_sysctl, sock_ops)
+from fakekernel.progs import lwt, perf_event, sk_reuseport
 from fakekernel import test_run_tracing
 from uapi.bpf import MapType, ProgType
 
@@ -108,7 +111,31 @@ PROG_TYPES: dict = {
                                   ProgOps(test_run=test_run_tracing.bpf_prog_test_run_tracing),
                                   "void *", "void *"),
     ProgType.LSM: ProgTypeDef(lsm.VERIFIER_OPS, ProgOps(test_run=None), "void *", "void *"),
+    ProgType.LWT_IN: ProgTypeDef(lwt.LWT_IN_VERIFIER_OPS, ProgOps(test_run=test_run.bpf_prog_test_run_skb),
+                                 "struct __sk_buff", "struct sk_buff"),
+    ProgType.LWT_OUT: ProgTypeDef(lwt.LWT_OUT_VERIFIER_OPS, ProgOps(test_run=test_run.bpf_prog_test_run_skb),
+                                  "struct __sk_buff", "struct sk_buff"),
+    ProgType.LWT_XMIT: ProgTypeDef(lwt.LWT_XMIT_VERIFIER_OPS, ProgOps(test_run=test_run.bpf_prog_test_run_skb),
+                                   "struct __sk_buff", "struct sk_buff"),
+    ProgType.LWT_SEG6LOCAL: ProgTypeDef(lwt.LWT_SEG6LOCAL_VERIFIER_OPS, ProgOps(test_run=None),
+                                        "struct __sk_buff", "struct sk_buff"),
+    ProgType.SK_REUSEPORT: ProgTypeDef(sk_reuseport.VERIFIER_OPS, ProgOps(test_run=None),
+                                       "struct sk_reuseport_md", "struct sk_reuseport_kern"),
+    ProgType.PERF_EVENT: ProgTypeDef(perf_event.VERIFIER_OPS, ProgOps(test_run=None),
+                                     "struct bpf_perf_event_data", "struct bpf_perf_event_data_kern"),
     ProgType.EXT: ProgTypeDef(ext.VERIFIER_OPS, ProgOps(test_run=None), "void *", "void *"),
+    ProgType.CGROUP_SOCK: ProgTypeDef(cgroup_sock.VERIFIER_OPS, ProgOps(test_run=None),
+                                      "struct bpf_sock", "struct sock"),
+    ProgType.CGROUP_SOCK_ADDR: ProgTypeDef(cgroup_sock_addr.VERIFIER_OPS, ProgOps(test_run=None),
+                                           "struct bpf_sock_addr", "struct bpf_sock_addr_kern"),
+    ProgType.SOCK_OPS: ProgTypeDef(sock_ops.VERIFIER_OPS, ProgOps(test_run=None),
+                                   "struct bpf_sock_ops", "struct bpf_sock_ops_kern"),
+    ProgType.CGROUP_SOCKOPT: ProgTypeDef(cgroup_sockopt.VERIFIER_OPS, ProgOps(test_run=None),
+                                         "struct bpf_sockopt", "struct bpf_sockopt_kern"),
+    ProgType.CGROUP_SYSCTL: ProgTypeDef(cgroup_sysctl.VERIFIER_OPS, ProgOps(test_run=None),
+                                        "struct bpf_sysctl", "struct bpf_sysctl_kern"),
+    ProgType.CGROUP_DEVICE: ProgTypeDef(cgroup_device.VERIFIER_OPS, ProgOps(test_run=None),
+                                        "struct bpf_cgroup_dev_ctx", "struct bpf_cgroup_dev_ctx"),
 }
 # Types a kernel built without them would lack: MAP_CREATE answers EINVAL.  (The reference
 # kernel has all of them; tests/unit/fakekernel/test_bpf_types.py keeps this list exact.)

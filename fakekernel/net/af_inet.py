@@ -58,7 +58,7 @@ class InetSocket(Socket):
     accept_queue: list = attrs.field(factory=list)
     listener: "InetSocket | None" = None   # a connection not yet accepted: its listener
     hashed: bool = False
-    reuseport_cb: bool = False         # sk_reuseport_cb: in a SO_REUSEPORT group
+    reuseport_cb: object = False       # sk_reuseport_cb: the SO_REUSEPORT group (sock_reuseport.py)
     rx_entry: object = None            # the fakekernel.net.rx.Socket for local delivery
 
     @property
@@ -159,9 +159,10 @@ class InetSocket(Socket):
 
     def _hash(self) -> None:
         """Into the lookup tables (and the receive path's socket list)."""
-        self.hashed = True
-        if self.reuseport and (self.sk_is_udp() or self.state == TcpState.LISTEN):
-            self.reuseport_cb = True           # reuseport_alloc() / reuseport_add_sock()
+        was_hashed, self.hashed = self.hashed, True
+        if self.reuseport and (self.sk_is_udp() or self.state == TcpState.LISTEN) and not was_hashed:
+            from fakekernel.net.sock_reuseport import reuseport_hash
+            reuseport_hash(self)               # reuseport_alloc() / reuseport_add_sock()
         if self.rx_entry is None and (self.sk_is_udp() or self.state == TcpState.LISTEN):
             from fakekernel.net.rx import Socket as RxSocket
             kern = self.net.kern
@@ -177,7 +178,9 @@ class InetSocket(Socket):
             if self.rx_entry in sockets:
                 sockets.remove(self.rx_entry)
             self.rx_entry = None
-        self.hashed = self.reuseport_cb = False
+        from fakekernel.net.sock_reuseport import reuseport_detach_sock
+        reuseport_detach_sock(self)
+        self.hashed = False
 
     # ---- proto_ops ----
     def bind(self, addr) -> None:
@@ -235,6 +238,11 @@ class InetSocket(Socket):
         if not self.port:
             self.addr = local
             self.port = self._get_port(local, 0)
+        if lst.reuseport_cb:
+            from fakekernel.net.sock_reuseport import tcp_lookup_listener
+            lst = tcp_lookup_listener(self.net.kern, lst, local, self.port, local, port)
+            if lst is None:
+                raise KernelError(Errno.ECONNREFUSED, "the reuseport program dropped the SYN")
         child = InetSocket(net=self.net, family=self.family, type=self.type,
                            protocol=self.protocol, state=TcpState.ESTABLISHED, addr=local,
                            port=lst.port, peer=(self.addr, self.port), peer_sock=self,

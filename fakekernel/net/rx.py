@@ -177,6 +177,9 @@ def _deliver(kern, net, dev, packet: bytes, xdp_ret, action) -> RxResult:
         return RxResult(xdp_ret, action)
     family, proto, saddr, daddr, dport = parsed
     sock = _sk_lookup(net, family, proto, daddr, dport)
+    if sock is not None and getattr(sock.owner, "reuseport_cb", False):
+        from fakekernel.net.sock_reuseport import rx_lookup_reuseport
+        sock = rx_lookup_reuseport(kern, sock, packet)      # the SO_REUSEPORT group's pick
     if sock is None:
         return RxResult(xdp_ret, action)
     skb = make_skb(dev, packet, protocol=ETH_P_IP if family == AF_INET else ETH_P_IPV6)
@@ -241,9 +244,9 @@ def netif_receive_skb(kern, dev, frame: bytes, *, xdp_ret=None, action=None) -> 
     proto = eth_type_trans(skb, dev)
     skb.protocol = proto
     tcx_ret = None
-    if tcx.tcx_entry_fetch(kern.world.net, dev, AttachType.TCX_INGRESS) is not None:
+    if tcx.ingress_hooked(kern.world.net, dev):
         tcx_ret = tcx.sch_handle_ingress(kern, dev, skb)      # __netif_receive_skb_core()
-        if tcx_ret in (tcx.TCX_DROP, tcx.TCX_REDIRECT):
+        if tcx_ret in tcx.INGRESS_CONSUMED:
             return RxResult(xdp_ret, action, tcx_verdict=tcx_ret)
     if proto not in (ETH_P_IP, ETH_P_IPV6):
         return RxResult(xdp_ret, action, tcx_verdict=tcx_ret)

@@ -62,6 +62,7 @@ SOL_SOCKET = 1
 SO_REUSEADDR, SO_TYPE, SO_ERROR = 2, 3, 4
 SO_RCVBUF = 8
 SO_REUSEPORT = 15
+SO_PRIORITY, SO_MARK = 12, 36
 SO_ACCEPTCONN = 30
 SO_PROTOCOL, SO_DOMAIN = 38, 39
 SO_COOKIE = 57
@@ -106,6 +107,14 @@ class Socket:
     sk_bpf_storage: dict = attrs.field(factory=dict)   # SK_STORAGE elements: {map: elem}
     released: bool = False
     id: int = 0                       # creation order (debugging aid)
+    # cgroup BPF (fakekernel/cgroup_sock.py): the creating task's cgroup (sk_cgrp_data) and
+    # the fields cgroup/sock programs may write
+    sk_cgrp_data: object = None
+    sk_bound_dev_if: int = 0
+    sk_mark: int = 0
+    sk_priority: int = 0
+    bpf_sock_ops_cb_flags: int = 0    # tcp_sock->bpf_sock_ops_cb_flags (bpf_sock_ops_cb_flags_set)
+    bpf_refs: int = 0                 # references programs took (bpf_sk_lookup_*) and not yet released
 
     # ---- what sockmap / reuseport / sk_storage ask about the protocol (struct proto) ----
     psock_update_sk_prot = False      # sk_prot->psock_update_sk_prot exists (sockmap-able)
@@ -165,6 +174,10 @@ class Socket:
             self.reuseport = bool(val)
         elif optname == SO_RCVBUF:
             self.rcvbuf = max(val, 0) * 2
+        elif optname == SO_MARK:                 # (needs CAP_NET_RAW/ADMIN: the tasks are root)
+            self.sk_mark = val
+        elif optname == SO_PRIORITY:
+            self.sk_priority = val
         elif optname in (SO_TYPE, SO_PROTOCOL, SO_DOMAIN, SO_ERROR, SO_ACCEPTCONN, SO_COOKIE):
             raise KernelError(Errno.ENOPROTOOPT, "read-only option")
         else:
@@ -183,7 +196,8 @@ class Socket:
         ints = {SO_REUSEADDR: int(self.reuseaddr), SO_REUSEPORT: int(self.reuseport),
                 SO_TYPE: self.type, SO_PROTOCOL: self.protocol, SO_DOMAIN: self.family,
                 SO_RCVBUF: self.rcvbuf, SO_ERROR: self.err,
-                SO_ACCEPTCONN: int(self.state == TcpState.LISTEN)}
+                SO_ACCEPTCONN: int(self.state == TcpState.LISTEN),
+                SO_PRIORITY: self.sk_priority, SO_MARK: self.sk_mark}
         if optname not in ints:
             raise KernelError(Errno.ENOPROTOOPT, f"SOL_SOCKET option {optname} not modelled")
         if optname == SO_ERROR:
@@ -196,6 +210,8 @@ class Socket:
         if self.released:
             return
         self.released = True
+        from fakekernel.cgroup_sock import inet_sock_release
+        inet_sock_release(self)
         self.bpf_release()
         self.net.forget(self)
 
@@ -314,6 +330,8 @@ def sys_socket(kern, task, family: int, type_: int, protocol: int = 0) -> int:
     """__sys_socket()."""
     sk = _sock_create(kern, family, _split_type(type_), protocol)
     try:
+        from fakekernel.cgroup_sock import inet_sock_create
+        inet_sock_create(kern, task, sk)
         return _install(task, sk)
     except KernelError:
         sk.release()
@@ -344,19 +362,22 @@ def sys_socketpair(kern, task, family: int, type_: int, protocol: int = 0):
 
 @_syscall
 def sys_bind(kern, task, fd: int, addr) -> int:
-    sockfd_lookup(task, fd).bind(addr)
+    from fakekernel.cgroup_sock_addr import inet_bind
+    inet_bind(kern, sockfd_lookup(task, fd), addr)
     return 0
 
 
 @_syscall
 def sys_listen(kern, task, fd: int, backlog: int = SOMAXCONN) -> int:
-    sockfd_lookup(task, fd).listen(min(max(backlog, 0), SOMAXCONN))
+    from fakekernel.cgroup_sock_ops import inet_listen
+    inet_listen(kern, sockfd_lookup(task, fd), min(max(backlog, 0), SOMAXCONN))
     return 0
 
 
 @_syscall
 def sys_connect(kern, task, fd: int, addr) -> int:
-    sockfd_lookup(task, fd).connect(addr)
+    from fakekernel.cgroup_sock_addr import inet_connect
+    inet_connect(kern, sockfd_lookup(task, fd), addr)
     return 0
 
 
@@ -369,19 +390,27 @@ def sys_accept(kern, task, fd: int) -> int:
 
 @_syscall
 def sys_getsockname(kern, task, fd: int):
-    return sockfd_lookup(task, fd).getsockname()
+    from fakekernel.cgroup_sock_addr import inet_getname
+    return inet_getname(kern, sockfd_lookup(task, fd))
 
 
 @_syscall
 def sys_setsockopt(kern, task, fd: int, level: int, optname: int, value) -> int:
-    sockfd_lookup(task, fd).setsockopt(level, optname, value)
+    from fakekernel.net.sock_reuseport import REUSEPORT_BPF_OPTS, sk_reuseport_setsockopt
+    sk = sockfd_lookup(task, fd)
+    if level == SOL_SOCKET and optname in REUSEPORT_BPF_OPTS:     # they take a prog fd
+        sk_reuseport_setsockopt(task, sk, optname, value)
+        return 0
+    from fakekernel.cgroup_sockopt import do_sock_setsockopt
+    do_sock_setsockopt(kern, sk, level, optname, value)
     return 0
 
 
 @_syscall
 def sys_getsockopt(kern, task, fd: int, level: int, optname: int, optlen: int):
     """The option's bytes (at most `optlen`), or -errno."""
-    return sockfd_lookup(task, fd).getsockopt(level, optname, optlen)
+    from fakekernel.cgroup_sockopt import do_sock_getsockopt
+    return do_sock_getsockopt(kern, sockfd_lookup(task, fd), level, optname, optlen)
 
 
 def _builtin_families() -> dict:

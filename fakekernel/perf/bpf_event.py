@@ -17,7 +17,7 @@ from fakekernel.bpf.link import BpfLink
 from fakekernel.bpf.link_primer import bpf_link_prime
 from fakekernel.errors import Errno, KernelError
 from fakekernel.perf.core import perf_event_get
-from fakekernel.perf.pmu import perf_event_is_tracing
+from fakekernel.perf.pmu import perf_event_is_tracing, perf_event_pmu_type
 from fakekernel.trace.events import TRACE_EVENT_FL_SYSCALL
 from uapi.bpf import LinkType, PerfEventType, ProgType
 from uapi.ffi import ffi
@@ -124,7 +124,12 @@ class BpfPerfLink(BpfLink):
         pe = info.perf_event
         if event.prog is None:
             raise KernelError(Errno.EOPNOTSUPP, "event has no program")
-        if event.prog.type == ProgType.TRACEPOINT:
+        if event.prog.type == ProgType.PERF_EVENT:
+            # bpf_perf_link_fill_perf_event()
+            ev = pe.event
+            ev.type, ev.config, ev.cookie = perf_event_pmu_type(event), event.attr.config, event.bpf_cookie
+            pe.type = PerfEventType.EVENT
+        elif event.prog.type == ProgType.TRACEPOINT:
             tp = pe.tracepoint
             tp.name_len = _fill_name(task, tp.tp_name, tp.name_len, event.tp_event.name)
             pe.type = PerfEventType.TRACEPOINT

@@ -69,6 +69,7 @@ class PerfEvent:
     task: object = None                   # the task it follows, or None (per-CPU event)
     id: int = 0
     enabled: bool = False
+    count: int = 0                        # local64 count: the periods perf_event_overflow() sampled
     prog: object = None                   # event->prog (SET_BPF / perf link)
     bpf_cookie: int = 0
     rb: object = None                     # PerfBuffer while mapped

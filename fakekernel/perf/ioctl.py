@@ -76,6 +76,8 @@ def perf_ioctl(kern, task, event, cmd: int, arg: int) -> int:
     if cmd in (PerfEventIoc.ENABLE, PerfEventIoc.DISABLE, PerfEventIoc.RESET):
         if cmd != PerfEventIoc.RESET:
             event.enabled = cmd == PerfEventIoc.ENABLE
+        else:
+            event.count = 0
         return 0
     if cmd == PerfEventIoc.REFRESH:
         if event.attr.inherit or not event.is_sampling:

@@ -17,10 +17,24 @@ from fakekernel.errors import Errno, KernelError
 from uapi.perf_event import PERF_PROBE_CONFIG_IS_RETPROBE, PerfSample, PerfSwId, PerfType
 
 __all__ = ["PMUS", "PMU_TYPE_KPROBE", "PMU_TYPE_UPROBE", "PMU_NAMES", "perf_event_is_tracing",
-           "PATH_MAX"]
+           "PATH_MAX", "PMU_TYPE_CPU_CLOCK", "PMU_TYPE_TASK_CLOCK", "perf_event_pmu_type"]
 
 PMU_TYPE_KPROBE = 7
 PMU_TYPE_UPROBE = 8
+#: the cpu_clock / task_clock PMUs' dynamic types on the oracle (6.18 moves a SOFTWARE cpu-clock or
+#: task-clock event onto them, and event->attr.type then reads so, e.g. in perf link info)
+PMU_TYPE_CPU_CLOCK = 6
+PMU_TYPE_TASK_CLOCK = 7
+
+
+def perf_event_pmu_type(event) -> int:
+    """event->attr.type after perf_init_event(): the clock PMU's type for the software clocks."""
+    if event.attr.type == PerfType.SOFTWARE:
+        if event.attr.config == PerfSwId.CPU_CLOCK:
+            return PMU_TYPE_CPU_CLOCK
+        if event.attr.config == PerfSwId.TASK_CLOCK:
+            return PMU_TYPE_TASK_CLOCK
+    return event.attr.type
 PATH_MAX = 4096
 KSYM_NAME_LEN = 512                # include/linux/kallsyms.h
 _UPROBE_REF_CTR_OFFSET_SHIFT = 32
