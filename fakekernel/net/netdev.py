@@ -64,8 +64,11 @@ class NetNs:
         self.dev_maps: list = []                       # devmaps (dev_map_list: unregister notifier)
         self.tcx: dict = {}                            # ifindex -> {TCX attach type: MprogEntry}
         self.bpf: dict = {}                            # netns hooks (fakekernel.net.net_namespace)
+        self.sched: dict = {}                          # ifindex -> DevSched (fakekernel.net.sched)
         self._ifindex = LOOPBACK_IFINDEX
         self._register(LOOPBACK)
+        from fakekernel.net.fib import Fib
+        self.fib = Fib(self)                           # routes, addresses, neighbours (fakekernel.net.fib)
 
     def _register(self, dev: NetDevice) -> None:
         self.devices[dev.ifindex] = dev
@@ -103,12 +106,15 @@ class NetNs:
                 sk.netdev_unregister(self.devices[ifindex])
         from fakekernel.net.tcx import tcx_uninstall
         tcx_uninstall(self, self.devices[ifindex])
+        from fakekernel.net.sched.sch_ingress import sched_uninstall
+        sched_uninstall(self, self.devices[ifindex])
         state = self.xdp.pop(ifindex)
         for link in state.link.values():
             link.dev = None
         for prog in state.prog.values():
             if prog is not None:
                 prog.put()
+        self.fib.netdev_unregister(ifindex)
         del self.devices[ifindex]
         del self.tx[ifindex]
 
@@ -121,7 +127,9 @@ class NetNs:
     def attached_objects(self) -> set:
         from fakekernel.net.net_namespace import netns_attached_objects
         from fakekernel.net.tcx import tcx_attached_objects
-        out = tcx_attached_objects(self) | netns_attached_objects(self)
+        from fakekernel.net.sched.sch_ingress import sched_attached_objects
+        out = tcx_attached_objects(self) | netns_attached_objects(self) | \
+            sched_attached_objects(self)
         for state in self.xdp.values():
             out.update(p for p in state.prog.values() if p is not None)
             for link in state.link.values():

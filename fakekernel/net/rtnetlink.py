@@ -9,10 +9,10 @@ of one sendmsg() and returns the datagrams the kernel would queue on the socket.
 
 Modelled: RTM_SETLINK with IFLA_XDP (flags, fd, expected fd: attach, replace, detach),
 RTM_GETLINK (one device or a dump) with IFLA_IFNAME/IFLA_MTU/IFLA_XDP/IFLA_ADDRESS/
-IFLA_BROADCAST, acks with extended-ack messages, and the tc dumps (RTM_GETQDISC,
-RTM_GETTFILTER) — empty, because the simulated devices have no qdiscs.  tc qdisc/filter
-changes (clsact + cls_bpf) are not modelled: RTM_NEWQDISC / RTM_NEWTFILTER answer
-EOPNOTSUPP with an extack message saying so (tcx links are the supported tc path).
+IFLA_BROADCAST, acks with extended-ack messages, dumps ending in NLMSG_DONE (with the
+dump's error and extack when it fails).  The tc messages (RTM_NEW/DEL/GETQDISC,
+RTM_NEW/DEL/GETTFILTER, the RTM_GETTCLASS dump: clsact and cls_bpf) go to
+fakekernel/net/sched/tc_netlink.py.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import attrs
 from fakekernel.errors import Errno, KernelError
 from fakekernel.net.dev_xdp import (XDP_FLAGS_MASK, XDP_FLAGS_MODES, XdpFlags, XdpMode,
                                     dev_xdp_attach, dev_xdp_mode, dev_xdp_prog)
+from fakekernel.net.sched.tc_netlink import TC_DOIT, TC_DUMPIT
 from fakekernel.syscall.fdget import bpf_prog_get
 from uapi import netlink as nl
 from uapi.bpf import ProgType
@@ -32,6 +33,7 @@ _TCMSG = nl.ffi.sizeof("struct tcmsg")
 _NLMSG_MIN_TYPE = 0x10
 _RTM_BASE = 16
 _RTM_MAX = 0x7F                      # beyond the last RTM_* the kernel knows
+_NLM_F_BULK = 0x200                  # NLM_F_EXCL's bit, on a delete request
 _ARPHRD_ETHER, _ARPHRD_LOOPBACK = 1, 772
 _IFF_UP, _IFF_LOOPBACK, _IFF_RUNNING, _IFF_LOWER_UP = 0x1, 0x8, 0x40, 0x10000
 _XDP_ATTACHED = ((XdpMode.SKB, nl.XDP_ATTACHED_SKB, nl.IFLA_XDP_SKB_PROG_ID),
@@ -135,34 +137,56 @@ class NetlinkSock:
         payload = (err & 0xFFFFFFFF).to_bytes(4, "little") + echo + tlvs
         return nl.nlmsg(nl.NLMSG_ERROR, flags, hdr.nlmsg_seq, self.portid, payload)
 
+    def _dump_done(self, hdr, err: int, extmsg: str) -> bytes:
+        """netlink_dump_done(): NLMSG_DONE carrying the dump's error (and its extack)."""
+        flags, tlvs = nl.NLM_F_MULTI, b""
+        if self.ext_ack and extmsg:
+            flags |= nl.NLM_F_ACK_TLVS
+            tlvs = nl.nla_put(nl.NLMSGERR_ATTR_MSG, extmsg.encode() + b"\0")
+        return nl.nlmsg(nl.NLMSG_DONE, flags, hdr.nlmsg_seq, self.portid,
+                        (err & 0xFFFFFFFF).to_bytes(4, "little") + tlvs)
+
     # ---- rtnetlink_rcv_msg() ----
     def _rcv_msg(self, task, hdr, body: bytes) -> tuple[list[bytes], bool]:
         mtype = hdr.nlmsg_type
         if mtype > _RTM_MAX:
             raise _Ack(Errno.EOPNOTSUPP)
+        if not body:                     # every message carries at least a family byte
+            return [], False
         kind = (mtype - _RTM_BASE) & 3
         if kind != 2 and not task.net_admin_capable():
             raise _Ack(Errno.EPERM)
-        if kind == 2 and hdr.nlmsg_flags & nl.NLM_F_DUMP == nl.NLM_F_DUMP:
+        if kind == 2 and hdr.nlmsg_flags & nl.NLM_F_DUMP:     # either bit makes a dump
             if mtype == nl.RTM_GETLINK:
                 msgs = [self._fill_ifinfo(dev, hdr.nlmsg_seq, nl.NLM_F_MULTI)
                         for _, dev in sorted(self.kern.world.net.devices.items())]
-            elif mtype in (nl.RTM_GETQDISC, nl.RTM_GETTFILTER):
-                msgs = []               # no qdiscs (hence no filters) on simulated devices
+            elif mtype in TC_DUMPIT:
+                try:
+                    msgs = TC_DUMPIT[mtype](self, task, hdr, body)
+                except KernelError as e:
+                    return [self._dump_done(hdr, -e.errno, e.detail)], True
             else:
                 raise _Ack(Errno.EOPNOTSUPP)
-            done = nl.nlmsg(nl.NLMSG_DONE, nl.NLM_F_MULTI, hdr.nlmsg_seq, self.portid, bytes(4))
-            return msgs + [done], True
+            return msgs + [self._dump_done(hdr, 0, "")], True
         if mtype == nl.RTM_SETLINK:
             self._setlink(task, body)
             return [], False
         if mtype == nl.RTM_GETLINK:
             dev = self._dev_from_ifinfo(body)
             return [self._fill_ifinfo(dev, hdr.nlmsg_seq, 0)], False
-        if mtype in (nl.RTM_NEWQDISC, nl.RTM_DELQDISC, nl.RTM_NEWTFILTER, nl.RTM_DELTFILTER):
-            raise _Ack(Errno.EOPNOTSUPP, "fakekernel: tc qdiscs and cls_bpf filters are not "
-                                         "emulated; attach tc programs with tcx links")
+        if mtype in TC_DOIT:
+            if kind == 1 and hdr.nlmsg_flags & _NLM_F_BULK:     # a DEL: no tc handler does bulk
+                raise _Ack(Errno.EOPNOTSUPP, "Bulk delete is not supported")
+            return self._tc(TC_DOIT[mtype], task, hdr, body), False
         raise _Ack(Errno.EOPNOTSUPP)
+
+    def _tc(self, handler, task, hdr, body: bytes) -> list[bytes]:
+        """A tc handler (fakekernel/net/sched/tc_netlink.py): its replies, or the ack error
+        with its extack message."""
+        try:
+            return handler(self, task, hdr, body)
+        except KernelError as e:
+            raise _Ack(e.errno, e.detail) from None
 
     def _dev_from_ifinfo(self, body: bytes):
         """rtnl_setlink()/rtnl_getlink(): the device by ifi_index, else by IFLA_IFNAME."""

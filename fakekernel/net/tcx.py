@@ -18,12 +18,17 @@ from fakekernel.bpf.mprog import MprogEntry, bpf_mprog_attach, bpf_mprog_detach,
 from fakekernel.errors import Errno, KernelError
 from fakekernel.net.headers import ETH_ALEN, ETH_HLEN as _ETH_HLEN
 from uapi.bpf import TCX_DROP, TCX_NEXT, TCX_PASS, TCX_REDIRECT, AttachFlags, AttachType, LinkType
+from uapi.pkt_sched import TC_H_MIN_EGRESS, TC_H_MIN_INGRESS, TcAct
 
 __all__ = ["TcxLink", "tcx_prog_attach", "tcx_prog_detach", "tcx_prog_query", "tcx_link_attach",
            "tcx_uninstall", "tcx_run", "TCX_NEXT", "TCX_PASS", "TCX_DROP", "TCX_REDIRECT",
-           "TCX_ATTACH_TYPES", "tcx_attached_objects", "sch_handle_ingress", "sch_handle_egress"]
+           "TCX_ATTACH_TYPES", "tcx_attached_objects", "sch_handle_ingress", "sch_handle_egress",
+           "ingress_hooked", "INGRESS_CONSUMED"]
 
 TCX_ATTACH_TYPES = (AttachType.TCX_INGRESS, AttachType.TCX_EGRESS)
+_DIRECTION = {AttachType.TCX_INGRESS: TC_H_MIN_INGRESS, AttachType.TCX_EGRESS: TC_H_MIN_EGRESS}
+# sch_handle_ingress() verdicts after which the packet does not go up the stack
+INGRESS_CONSUMED = (TcAct.SHOT, TcAct.REDIRECT, TcAct.STOLEN, TcAct.QUEUED, TcAct.TRAP)
 _ETH_PROTO_OFF = 2 * ETH_ALEN
 
 
@@ -75,9 +80,28 @@ def _detach(kern, task, net, dev, attach_type, prog, link, flags, id_or_fd, revi
         raise KernelError(Errno.ENOENT, "nothing attached")
     removed = bpf_mprog_detach(kern, task, entry, prog, link, flags, id_or_fd, revision)
     entry.commit()
-    if not entry.total:
+    if not entry.total and not _miniq_active(net, dev, attach_type):
         _entry_free(net, dev, attach_type)
     return removed
+
+
+def _miniq_active(net, dev, attach_type: int) -> bool:
+    """tcx_entry_is_active()'s miniq half: a clsact/ingress qdisc holds the entry too."""
+    from fakekernel.net.sched.sch_ingress import miniq_active
+    return miniq_active(net, dev, _DIRECTION[attach_type])
+
+
+def tcx_miniq_inc(net, dev, attach_type: int) -> None:
+    """ingress_init()/clsact_init(): the qdisc shares (or creates) the device's entry, so
+    the revision goes on across programs coming and going while the qdisc exists."""
+    _entry_fetch_or_create(net, dev, attach_type)
+
+
+def tcx_miniq_dec(net, dev, attach_type: int) -> None:
+    """ingress_destroy()/clsact_destroy(): an entry without programs goes with the qdisc."""
+    entry = tcx_entry_fetch(net, dev, attach_type)
+    if entry is not None and not entry.total:
+        _entry_free(net, dev, attach_type)
 
 
 def tcx_prog_attach(kern, task, attr, prog) -> int:
@@ -230,15 +254,28 @@ def _run_skb_prog(kern, skb):
     return run
 
 
+def ingress_hooked(net, dev) -> bool:
+    """dev->tcx_ingress is set: tcx programs, or clsact/ingress filters (the mini-qdisc)."""
+    from fakekernel.net.sched.sch_ingress import has_filters
+    return tcx_entry_fetch(net, dev, AttachType.TCX_INGRESS) is not None or \
+        has_filters(net, dev, TC_H_MIN_INGRESS)
+
+
 def sch_handle_ingress(kern, dev, skb) -> int:
-    """sch_handle_ingress(): the device's tcx ingress programs, run with the MAC header pushed
-    back in front of skb->data (as after eth_type_trans).  Returns the tcx verdict."""
+    """sch_handle_ingress(): the device's tcx ingress programs, then — when they leave the
+    verdict open (TCX_NEXT = TC_ACT_UNSPEC) — the clsact/ingress qdisc's filters (tc_run),
+    all run with the MAC header pushed back in front of skb->data (as after
+    eth_type_trans).  Returns the verdict (TCX_* / TC_ACT_*)."""
+    from fakekernel.net.sched.sch_ingress import tc_run
     mac_len = skb.data_off - skb.mac_header if skb.mac_header >= 0 else 0
-    if tcx_entry_fetch(kern.world.net, dev, AttachType.TCX_INGRESS) is None:
+    if not ingress_hooked(kern.world.net, dev):
         return TCX_NEXT
     skb.push(mac_len)
     try:
-        return tcx_run(kern, dev, AttachType.TCX_INGRESS, _run_skb_prog(kern, skb))
+        ret = tcx_run(kern, dev, AttachType.TCX_INGRESS, _run_skb_prog(kern, skb))
+        if ret == TCX_NEXT:
+            ret = tc_run(kern, dev, TC_H_MIN_INGRESS, skb, _run_skb_prog(kern, skb))
+        return ret
     finally:
         skb.pull(mac_len)
 
@@ -253,4 +290,7 @@ def sch_handle_egress(kern, dev, frame: bytes) -> tuple[int, bytes]:
         skb.protocol = int.from_bytes(frame[_ETH_PROTO_OFF:_ETH_HLEN], "big")
         skb.network_header = _ETH_HLEN
     ret = tcx_run(kern, dev, AttachType.TCX_EGRESS, _run_skb_prog(kern, skb))
+    if ret == TCX_NEXT:                           # then the clsact egress filters
+        from fakekernel.net.sched.sch_ingress import tc_run
+        ret = tc_run(kern, dev, TC_H_MIN_EGRESS, skb, _run_skb_prog(kern, skb))
     return ret, bytes(skb.data())

@@ -41,6 +41,23 @@ def _errno_on_fault(fn):
     return wrapper
 
 
+def _bind_as_kernel_port(ours: socket.socket) -> None:
+    """The target reads our end's address as the sender of every reply (recvmsg's msg_name).
+    iproute2 (`tc`, `ip`) checks it as a sockaddr_nl: 12 bytes long and nl_pid 0 (the
+    kernel), else it skips the message (dumps) or exits (requests).  Bind our end to an
+    abstract AF_UNIX name of exactly that size whose bytes at nl_pid's offset are zero, the
+    others random (names are unique per namespace) — rather than the autobind name
+    SO_PASSCRED would give it."""
+    while True:
+        tag = os.urandom(5)
+        try:                  # sun_path: NUL, [nl_pad high byte], nl_pid (0), nl_groups
+            ours.bind(b"\0" + tag[:1] + bytes(4) + tag[1:])
+            return
+        except OSError as e:
+            if e.errno != Errno.EADDRINUSE:
+                raise
+
+
 def _s32(v: int) -> int:
     v &= 0xFFFFFFFF
     return v - (1 << 32) if v & 0x80000000 else v
@@ -60,6 +77,7 @@ class NetlinkSockets:
         if stype & _SOCK_TYPE_MASK not in (_SOCK_RAW, _SOCK_DGRAM):
             return -Errno.ESOCKTNOSUPPORT
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        _bind_as_kernel_port(ours)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         ours.setblocking(False)
         if stype & _SOCK_NONBLOCK:
