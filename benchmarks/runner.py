@@ -5,8 +5,9 @@
 1. A C client (compiled here with cc) does N MAP_LOOKUP_ELEMs on a 1-entry ARRAY map and
    N calls of an unknown command (EINVAL: the cheapest answer, i.e. the interception
    floor), N open+close of /dev/null and N stat of it (every open and stat is trapped to
-   answer virtual files and bpffs paths, and CONTINUEd), timed inside the client with CLOCK_MONOTONIC -- under the runner, and
-   on the real kernel (skipped when bpf() is not available to this user).
+   answer virtual files and bpffs paths, and CONTINUEd), timed inside the client with CLOCK_MONOTONIC -- under the runner
+   (seccomp notification, and the ptrace fallback: `run(ptrace=True)`, SECCOMP_RET_TRACE
+   stops), and on the real kernel (skipped when bpf() is not available to this user).
 2. Wall time of `bpftool map create PIN type hash key 4 value 4 entries 8 name m` and of
    `bpftool prog load` of a clang-built XDP object (BTF, global data, a ring buffer):
    under the runner (whole `fakekernel run` process, and the in-process `run()` alone,
@@ -81,10 +82,10 @@ def _compile(tmp: pathlib.Path) -> str:
     return str(exe)
 
 
-def _client(argv: list[str], under_runner: bool) -> tuple[float, ...]:
+def _client(argv: list[str], under_runner: bool, ptrace: bool = False) -> tuple[float, ...]:
     with tempfile.TemporaryFile("w+") as out:
         if under_runner:
-            rc = run(argv, stdout=out)
+            rc = run(argv, stdout=out, ptrace=ptrace)
         else:
             rc = subprocess.run(argv, stdout=out).returncode
         if rc != 0:
@@ -150,13 +151,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         exe = _compile(pathlib.Path(d))
         emu = [_client([exe, str(args.calls)], True) for _ in range(args.repeat)]
+        traced = [_client([exe, str(args.calls)], True, ptrace=True) for _ in range(args.repeat)]
         real = [_client([exe, str(args.calls)], False) for _ in range(args.repeat)] if host else []
     print(f"per-call latency, {args.calls} calls, median of {args.repeat} (us/call)")
-    print(f"  {'':34s} {'runner':>10s} {'real':>10s}")
+    print(f"  {'':34s} {'runner':>10s} {'ptrace':>10s} {'real':>10s}")
     for i, name in enumerate(["MAP_LOOKUP_ELEM (ARRAY)", "unknown command (EINVAL)",
                               "open+close /dev/null (CONTINUE)", "stat /dev/null (CONTINUE)"]):
         r = f"{med(x[i] for x in real):10.2f}" if real else f"{'n/a':>10s}"
-        print(f"  {name:34s} {med(x[i] for x in emu):10.2f} {r}")
+        print(f"  {name:34s} {med(x[i] for x in emu):10.2f} {med(x[i] for x in traced):10.2f} {r}")
     bpftool = shutil.which("bpftool")
     if bpftool is None:
         print("bpftool not installed: wall-time rows skipped")

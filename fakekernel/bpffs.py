@@ -31,7 +31,9 @@ _OBJ_KINDS = (BPF_TYPE_PROG, BPF_TYPE_MAP, BPF_TYPE_LINK)
 DIR_FILE_KIND = "dir"    # File.kind of an opened directory (usable as a path_fd)
 
 # include/uapi/linux/stat.h
-S_IFMT, S_IFDIR, S_IFREG = 0o170000, 0o040000, 0o100000
+S_IFMT, S_IFDIR, S_IFREG, S_IFLNK = 0o170000, 0o040000, 0o100000, 0o120000
+SYMLINK = "symlink"       # Inode.kind of a symbolic link (bpf_symlink)
+MAXSYMLINKS = 40          # include/linux/namei.h
 S_ISVTX = 0o1000
 S_IRWXUGO = 0o777
 S_IRUSR, S_IWUSR = 0o400, 0o200
@@ -63,6 +65,7 @@ class Inode:
     name: str = ""
     children: dict = attrs.field(factory=dict)
     mountpoint: bool = False               # a mount or a host skeleton dir: rmdir is EBUSY
+    link: str = ""                         # a symlink's target
 
     @property
     def is_dir(self) -> bool:
@@ -176,7 +179,7 @@ class BpfFs:
         kind = {".": "dot", "..": "dotdot"}.get(last, "norm")
         return _Walk(node, last, kind, trailing)
 
-    def _step(self, task, node: Inode, comp: str) -> Inode:
+    def _step(self, task, node: Inode, comp: str, follow: bool = True, depth: list | None = None) -> Inode:
         if not node.is_dir:
             raise KernelError(Errno.ENOTDIR, "a path component is not a directory")
         self._may(task, node, MAY_EXEC)
@@ -187,17 +190,53 @@ class BpfFs:
         child = self._lookup_one(task, node, comp)
         if child is None:
             raise KernelError(Errno.ENOENT, f"no such file or directory: {comp}")
+        if child.kind == SYMLINK and follow:
+            return self._follow(task, node, child, depth if depth is not None else [0])
         return child
 
-    def lookup(self, path: str, task, dirfd: int | None = None) -> Inode:
-        """user_path_at(..., LOOKUP_FOLLOW): the inode `path` names."""
+    def _follow(self, task, dir_: Inode, link: Inode, depth: list) -> Inode:
+        """pick_link(): walk the link's target from the directory holding the link (or from
+        the root for an absolute one); ELOOP past MAXSYMLINKS links on one walk."""
+        depth[0] += 1
+        if depth[0] > MAXSYMLINKS:
+            raise KernelError(Errno.ELOOP, "too many levels of symbolic links")
+        target = link.link
+        node = self.root if target.startswith("/") else dir_
+        comps = [c for c in target.split("/") if c]
+        for comp in comps:
+            node = self._step(task, node, comp, True, depth)
+        if target.endswith("/") and not node.is_dir:
+            raise KernelError(Errno.ENOTDIR, "trailing slash on a non-directory")
+        return node
+
+    def lookup(self, path: str, task, dirfd: int | None = None, *, follow: bool = True) -> Inode:
+        """user_path_at(): the inode `path` names (LOOKUP_FOLLOW unless follow=False, which is
+        how lstat and AT_SYMLINK_NOFOLLOW see a final symlink itself)."""
         w = self._walk_parent(path, task, dirfd)
         if w.last_type == "root":
             return w.parent
-        node = self._step(task, w.parent, w.last)
+        node = self._step(task, w.parent, w.last, follow or w.trailing_slash)
         if w.trailing_slash and not node.is_dir:
             raise KernelError(Errno.ENOTDIR, "trailing slash on a non-directory")
         return node
+
+    def symlink(self, target: str, path: str, task, dirfd: int | None = None) -> None:
+        """symlinkat(2) in a bpffs directory: bpf_symlink() keeps the target string."""
+        if not target:
+            raise KernelError(Errno.ENOENT, "empty symlink target")
+        w = self._create(path, task, dirfd, is_dir=False)
+        if not w.parent.is_bpf_dir:
+            raise KernelError(Errno.EPERM, "symlinks here only in bpffs directories")
+        w.parent.children[w.last] = Inode(mode=S_IFLNK | S_IRWXUGO, fs=w.parent.fs, uid=task.creds.uid,
+                                          gid=task.creds.gid, kind=SYMLINK, parent=w.parent,
+                                          name=w.last, link=target)
+
+    def readlink(self, path: str, task, dirfd: int | None = None) -> str:
+        """readlinkat(2): the target of the symlink `path` names (EINVAL for anything else)."""
+        node = self.lookup(path, task, dirfd, follow=False)
+        if node.kind != SYMLINK:
+            raise KernelError(Errno.EINVAL, "not a symbolic link")
+        return node.link
 
     def _create(self, path: str, task, dirfd: int | None, is_dir: bool) -> _Walk:
         """filename_create(): the parent of a new entry (EEXIST / ENOENT rules)."""

@@ -6,6 +6,9 @@ the bpffs pins (and the maps and programs they reach) are loaded from DIR before
 saved to it after the command, so they outlive it as pins outlive processes on Linux
 (fakekernel/state.py); runs sharing DIR take turns.  The exit status is
 the command's (128+N when killed by signal N); 125 when the runner itself cannot start.
+Where seccomp notification cannot reach bpf() (an outer filter or listener), a
+dynamically linked command is served through LD_PRELOAD and a statically linked one
+through ptrace (`--preload` / `--ptrace` force either).
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ import threading
 
 from fakekernel.runner.launch import LaunchError, launch
 from fakekernel.runner.preload import PreloadListener, is_dynamic, launch_preload
+from fakekernel.runner.ptrace import PtraceListener
+from fakekernel.runner.ptrace_launch import launch_ptrace
 from fakekernel.runner.supervisor import Supervisor
 from fakekernel.runner.trace import Tracer
 from uapi.seccomp import FilterFlag
@@ -44,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--no-preload", dest="preload", action="store_false",
                       help="never fall back to LD_PRELOAD when seccomp notification is "
                            "unavailable")
+    mode.add_argument("--ptrace", action="store_true",
+                      help="serve the command through ptrace instead of seccomp notification "
+                           "(the fallback for statically linked commands; slower)")
     ap.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     return ap
 
@@ -63,14 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     tracer = Tracer(trace_out) if trace_out is not None else None
     try:
         if args.state is None:
-            return run(cmd, tracer=tracer, preload=args.preload)
-        return _run_with_state(cmd, args.state, tracer, args.preload)
+            return run(cmd, tracer=tracer, preload=args.preload, ptrace=args.ptrace)
+        return _run_with_state(cmd, args.state, tracer, args.preload, args.ptrace)
     finally:
         if trace_out is not None and trace_out is not sys.stderr:
             trace_out.close()
 
 
-def _run_with_state(cmd: list[str], directory: str, tracer, preload=None) -> int:
+def _run_with_state(cmd: list[str], directory: str, tracer, preload=None, ptrace=False) -> int:
     from fakekernel import Kernel
     from fakekernel.state import StateError, StateLock, load_dir, save_dir
     try:
@@ -85,7 +93,7 @@ def _run_with_state(cmd: list[str], directory: str, tracer, preload=None) -> int
         except StateError as e:
             sys.stderr.write(f"fakekernel run: --state {directory}: {e}\n")
             return EXIT_RUNNER_FAILED
-        rc = run(cmd, kern=kern, tracer=tracer, preload=preload)
+        rc = run(cmd, kern=kern, tracer=tracer, preload=preload, ptrace=ptrace)
         try:
             warnings = save_dir(kern, directory)
         except (OSError, StateError) as e:
@@ -97,20 +105,24 @@ def _run_with_state(cmd: list[str], directory: str, tracer, preload=None) -> int
 
 
 def run(cmd: list[str], *, kern=None, tracer: Tracer | None = None, timeout: float | None = None,
-        lock=None, preload: bool | None = None, **popen_kw) -> int:
+        lock=None, preload: bool | None = None, ptrace: bool = False, **popen_kw) -> int:
     """Run `cmd` under the runner with `kern` (a fresh Kernel by default); its exit status.
 
     `timeout` (seconds): kill the command then and raise subprocess.TimeoutExpired once its
     process tree is gone.  `lock` is held whenever `kern` is used (share one Kernel between
     threads).  `preload`: True serves the command through LD_PRELOAD (runner/preload.py),
     False never does, None (default) falls back to it only when seccomp notification is
-    unavailable and the command is dynamically linked.  Other keywords go to
+    unavailable and the command is dynamically linked.  `ptrace`: True serves it through
+    ptrace (runner/ptrace.py), which is also the fallback for a statically linked command
+    where seccomp notification is unavailable.  Other keywords go to
     subprocess.Popen (stdin/stdout/stderr, cwd, env...).
     """
     from fakekernel import Kernel
     kern = kern if kern is not None else Kernel()
     try:
-        if preload:
+        if ptrace:
+            launched = launch_ptrace(cmd, **popen_kw)
+        elif preload:
             exe = shutil.which(cmd[0]) or cmd[0]
             if not is_dynamic(exe):
                 raise LaunchError(f"{exe} is statically linked (or not an executable): the "
@@ -126,8 +138,10 @@ def run(cmd: list[str], *, kern=None, tracer: Tracer | None = None, timeout: flo
         sys.stderr.write("fakekernel run: warning: kernel < 5.19 (no WAIT_KILLABLE_RECV): a "
                          "bpf() interrupted by a signal may have its side effects repeated\n")
     proc = launched.proc
+    if isinstance(launched.listener, PtraceListener) and lock is None:
+        lock = threading.RLock()            # the tracer thread serves stops in parallel
     sup = Supervisor(kern, launched.listener, tracer=tracer, lock=lock)
-    if isinstance(launched.listener, PreloadListener):
+    if isinstance(launched.listener, (PreloadListener, PtraceListener)):
         launched.listener.attach(sup)
     status: list[int] = []
     expired: list[bool] = []
@@ -177,17 +191,26 @@ def run(cmd: list[str], *, kern=None, tracer: Tracer | None = None, timeout: flo
 
 
 def _launch_or_fall_back(cmd: list[str], kern, preload, popen_kw):
-    """seccomp notification first; where it cannot reach bpf() here, LD_PRELOAD for a
-    dynamically linked command (saying so), else the seccomp error with its fix."""
+    """seccomp notification first; where it cannot reach bpf() here, ptrace for a
+    statically linked command and LD_PRELOAD for a dynamically linked one (unless
+    `preload` is False), saying so; else the seccomp error with its fix."""
     try:
         return launch(cmd, **popen_kw)
     except LaunchError as e:
-        if preload is False or not e.seccomp_unavailable:
+        if not e.seccomp_unavailable:
             raise
         exe = shutil.which(cmd[0]) or cmd[0]
         if not is_dynamic(exe):
-            raise LaunchError(f"{e}; {exe} is statically linked, so the LD_PRELOAD fallback "
-                              f"cannot serve it either") from None
+            try:
+                launched = launch_ptrace(cmd, **popen_kw)
+            except LaunchError as pe:
+                raise LaunchError(f"{e}; {exe} is statically linked, so the LD_PRELOAD "
+                                  f"fallback cannot serve it either, and {pe}") from None
+            sys.stderr.write(f"fakekernel run: {e}\nfakekernel run: {exe} is statically "
+                             f"linked: falling back to ptrace interception\n")
+            return launched
+        if preload is False:
+            raise
         sys.stderr.write(f"fakekernel run: {e}\nfakekernel run: falling back to LD_PRELOAD "
                          f"interception (libc calls of dynamically linked programs only)\n")
         return launch_preload(cmd, bpffs_mount=kern.bpffs_mount, **popen_kw)

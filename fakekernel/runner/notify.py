@@ -7,12 +7,33 @@ from __future__ import annotations
 
 import os
 
+import attrs
+
 from uapi.errno import Errno
 from uapi.seccomp import NOTIF_FD_SYNC_WAKE_UP, AddfdFlag, Ioctl, NotifFlag, ffi, libc
 
-__all__ = ["Listener", "NotifError"]
+__all__ = ["Listener", "NotifError", "NotifData", "Notif"]
 
 O_CLOEXEC = os.O_CLOEXEC
+
+
+@attrs.define(eq=False)
+class NotifData:
+    """struct seccomp_data as the supervisor reads it (arch, syscall number, six args)."""
+
+    arch: int
+    nr: int
+    args: tuple
+
+
+@attrs.define(eq=False)
+class Notif:
+    """A syscall to answer that did not come from a seccomp listener (the LD_PRELOAD shim's
+    forwards, ptrace stops) in the shape `Supervisor.handle` takes."""
+
+    id: int
+    pid: int
+    data: NotifData
 
 
 class NotifError(OSError):

@@ -1,6 +1,6 @@
 """Path syscalls of targets — fs/namei.c, fs/stat.c, fs/statfs.c, fs/open.c as the runner
 answers them: the calls that name something under the emulated bpffs mount (statfs, the
-stat family, access, mkdir, unlink, rmdir, open of its directories) or one of the
+stat family, access, mkdir, unlink, rmdir, symlink, readlink, open of its directories) or one of the
 emulator's virtual files (/proc/<pid>/fdinfo of emulated fds, tracefs/sysfs files, CPU
 lists) are answered from the `Kernel`; every other path CONTINUEs to the real kernel.
 
@@ -20,7 +20,7 @@ from fakekernel.runner.remote_files import OTHER_FILE_KIND
 from fakekernel.runner.trace import format_ret
 from fakekernel.runner.vfiles import memfd_with
 from fakekernel.task import Task
-from uapi.vfs import AT_FDCWD, AT_REMOVEDIR, NAME_MAX, PATH_MAX, FsMagic, StFlag, ffi as vfs_ffi
+from uapi.vfs import AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, NAME_MAX, PATH_MAX, FsMagic, StFlag, ffi as vfs_ffi
 
 __all__ = ["PathSyscalls", "CONTINUE"]
 
@@ -91,13 +91,14 @@ class PathSyscalls:
                                                                StFlag.VALID | StFlag.RELATIME))
         return self._vfs(task, "statfs", p[0], do)
 
-    def _stat(self, task: Task, name: str, dirfd: int, path_arg: int, out: int, statx=False):
+    def _stat(self, task: Task, name: str, dirfd: int, path_arg: int, out: int, statx=False,
+              follow: bool = True):
         p = self._path_arg(task, path_arg, dirfd)
         if p is None:
             return CONTINUE
 
         def do():
-            node = self.kern.bpffs.lookup(p[0], task)
+            node = self.kern.bpffs.lookup(p[0], task, follow=follow)
             rec = self.bpffs_stat.statx(node) if statx else self.bpffs_stat.stat(node)
             task.mm.copy_to_user(out, rec)
         return self._vfs(task, name, p[0], do)
@@ -105,13 +106,54 @@ class PathSyscalls:
     def sys_stat(self, task: Task, n):
         return self._stat(task, "stat", AT_FDCWD, n.data.args[0], n.data.args[1])
 
+    def sys_lstat(self, task: Task, n):
+        return self._stat(task, "lstat", AT_FDCWD, n.data.args[0], n.data.args[1], follow=False)
+
     def sys_newfstatat(self, task: Task, n):
         return self._stat(task, "newfstatat", _s32(n.data.args[0]), n.data.args[1],
-                          n.data.args[2])
+                          n.data.args[2], follow=not n.data.args[3] & AT_SYMLINK_NOFOLLOW)
 
     def sys_statx(self, task: Task, n):
         return self._stat(task, "statx", _s32(n.data.args[0]), n.data.args[1], n.data.args[4],
-                          statx=True)
+                          statx=True, follow=not n.data.args[2] & AT_SYMLINK_NOFOLLOW)
+
+    def _symlink(self, task: Task, target_arg: int, dirfd: int, path_arg: int):
+        p = self._path_arg(task, path_arg, dirfd)
+        if p is None:
+            return CONTINUE
+        try:
+            target = task.mm.strncpy_from_user(target_arg, PATH_MAX).decode(errors="surrogateescape")
+        except KernelError as e:
+            return -e.errno
+        return self._vfs(task, "symlink", p[0], lambda: self.kern.bpffs.symlink(target, p[0], task))
+
+    def sys_symlink(self, task: Task, n):
+        return self._symlink(task, n.data.args[0], AT_FDCWD, n.data.args[1])
+
+    def sys_symlinkat(self, task: Task, n):
+        return self._symlink(task, n.data.args[0], _s32(n.data.args[1]), n.data.args[2])
+
+    def _readlink(self, task: Task, dirfd: int, path_arg: int, buf: int, bufsiz: int):
+        p = self._path_arg(task, path_arg, dirfd)
+        if p is None:
+            return CONTINUE
+        if _s32(bufsiz) <= 0:
+            return -Errno.EINVAL
+        try:
+            target = self.kern.bpffs.readlink(p[0], task).encode(errors="surrogateescape")[:bufsiz]
+            task.mm.copy_to_user(buf, target)
+            ret = len(target)
+        except KernelError as e:
+            ret = -e.errno
+        self._trace(task.pid, f'readlink("{p[0]}") = {format_ret(ret)}')
+        return ret
+
+    def sys_readlink(self, task: Task, n):
+        return self._readlink(task, AT_FDCWD, n.data.args[0], n.data.args[1], _u32(n.data.args[2]))
+
+    def sys_readlinkat(self, task: Task, n):
+        return self._readlink(task, _s32(n.data.args[0]), n.data.args[1], n.data.args[2],
+                              _u32(n.data.args[3]))
 
     def _access(self, task: Task, dirfd: int, path_arg: int, mode: int):
         p = self._path_arg(task, path_arg, dirfd)

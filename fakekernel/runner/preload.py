@@ -12,7 +12,9 @@ the reply is a value, CONTINUE (the library makes the real call) or an fd passed
 SCM_RIGHTS (lowest free number, O_CLOEXEC as asked, like ADDFD).
 
 Limits, by construction: statically linked programs (Go, musl-static) and raw `syscall`
-instructions bypass libc, so they are not served (the runner says so); paths are only
+instructions bypass libc, so they are not served (the runner uses its ptrace fallback,
+runner/ptrace.py, for those); epoll_wait is not forwarded, so epoll on emulated ring
+buffers stays edge-triggered (runner/epoll.py); paths are only
 forwarded under the prefixes in FAKEKERNEL_PRELOAD_PATHS (the bpffs mount, /proc, /sys),
 so relative paths inside the emulated bpffs are not seen; a child process that clears
 its environment (LD_PRELOAD) leaves the emulated kernel.
@@ -25,10 +27,9 @@ import socket
 import subprocess
 import tempfile
 
-import attrs
 
 from fakekernel.runner.launch import Launched, LaunchError, compiled_c
-from fakekernel.runner.notify import NotifError
+from fakekernel.runner.notify import NotifError, Notif, NotifData
 from uapi.errno import Errno
 from uapi.seccomp import AuditArch
 
@@ -67,20 +68,6 @@ def is_dynamic(path: str) -> bool:
                for i in range(phnum))
 
 
-@attrs.define(eq=False)
-class _Data:
-    arch: int
-    nr: int
-    args: tuple
-
-
-@attrs.define(eq=False)
-class _Notif:
-    id: int
-    pid: int
-    data: _Data
-
-
 class PreloadListener:
     """`notify.Listener`'s interface over the preload library's connections."""
 
@@ -100,6 +87,7 @@ class PreloadListener:
 
     def attach(self, sup) -> None:
         self.sup = sup
+        sup.epoll.sees_waits = False        # epoll_wait is not forwarded: edge-triggered only
         if self.snapdir is not None:
             sup.vfiles.use_snapshot_root(self.snapdir)
 
@@ -137,8 +125,8 @@ class PreloadListener:
         self._current = conn
         try:
             with self.sup.lock:
-                self.sup.handle(_Notif(id=self._next_id, pid=tid,
-                                       data=_Data(arch=AuditArch.X86_64, nr=nr, args=args)))
+                self.sup.handle(Notif(id=self._next_id, pid=tid,
+                                       data=NotifData(arch=AuditArch.X86_64, nr=nr, args=args)))
         finally:
             self._current = None
 

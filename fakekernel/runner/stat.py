@@ -5,7 +5,7 @@ cBPF cannot see paths, so the runner traps the stat family and answers the calls
 name something under the emulated bpffs mount (pins and directories, from
 `kern.bpffs`); every other path CONTINUEs to the real kernel.  What `ls -l`, `stat`,
 `test -e`, `find` and libbpf/bpftool's existence checks read: mode, uid/gid, link count,
-an inode number stable for the inode's life, size 0, block size one page, and the
+an inode number stable for the inode's life, size 0 (symlinks too: bpf_symlink sets no i_size), block size one page, and the
 time the emulator first saw the inode (bpffs stamps creation time; we do not keep it).
 """
 from __future__ import annotations

@@ -8,7 +8,9 @@ that thread's (`ProcessMemory(pid=tid)`) and whose fd table is the thread's real
 emulated object or a virtual file, and handed back to the real kernel
 (SECCOMP_USER_NOTIF_FLAG_CONTINUE) otherwise; so are epoll_ctl on emulated ring buffers
 (runner/epoll.py), NETLINK_ROUTE sockets (runner/netlink.py) and perf events
-(runner/perf.py).  The same `handle` serves the LD_PRELOAD fallback (runner/preload.py).
+(runner/perf.py), and socket filters naming emulated programs (runner/sockopt.py).  The
+same `handle` serves the LD_PRELOAD fallback (runner/preload.py) and the ptrace fallback
+(runner/ptrace.py).
 
 Side effects and replies: the filter is installed with WAIT_KILLABLE_RECV where the kernel
 has it (5.19+), so once we have RECVed a notification only a fatal signal can cancel
@@ -32,6 +34,7 @@ from fakekernel.runner.notify import Listener, NotifError
 from fakekernel.runner.paths import CONTINUE, PathSyscalls
 from fakekernel.runner.perf import sys_ioctl_trap, sys_perf_event_open_trap
 from fakekernel.runner.remote_files import RemoteFdTable, RemoteFiles
+from fakekernel.runner.sockopt import SocketFilters
 from fakekernel.runner.trace import Tracer, format_bpf_args, format_ret
 from fakekernel.runner.vfiles import VirtualFiles
 from fakekernel.syscall import sys_bpf
@@ -40,6 +43,7 @@ from fakekernel.task import Task
 from fakekernel.uaccess import ProcessMemory
 from uapi.perf_event import NR_ioctl, NR_perf_event_open
 from uapi.seccomp import NR_I386, NR_X86_64, X32_SYSCALL_BIT, AuditArch
+from uapi.netlink import SOL_NETLINK
 from uapi.vfs import PATH_MAX
 
 __all__ = ["Supervisor", "CONTINUE"]
@@ -70,6 +74,7 @@ class Supervisor(PathSyscalls):
         self.cgroups = HostCgroups(kern)
         self.bpffs_stat = BpffsStat(kern)
         self.netlink = NetlinkSockets(self)
+        self.sockfilters = SocketFilters()
         self._watches: dict[int, object] = {}     # our fds in the serve loop -> callback(fd, ev)
         self._ep = None
         self.files.foreign = self.cgroups.file_for
@@ -90,12 +95,20 @@ class Supervisor(PathSyscalls):
             (x64, NR_X86_64.open): self.sys_open,
             (x64, NR_X86_64.openat): self.sys_openat,
             (x64, NR_X86_64.epoll_ctl): self.sys_epoll_ctl,
+            (x64, NR_X86_64.epoll_wait): lambda t, n: self.epoll.epoll_wait(t, n, CONTINUE),
+            (x64, NR_X86_64.epoll_pwait): lambda t, n: self.epoll.epoll_wait(t, n, CONTINUE),
+            (x64, NR_X86_64.epoll_pwait2): lambda t, n: self.epoll.epoll_wait(t, n, CONTINUE),
             (x64, NR_X86_64.socket): self.netlink.socket,
             (x64, NR_X86_64.bind): lambda t, n: self.netlink.bind(t, n, CONTINUE),
             (x64, NR_X86_64.getsockname): lambda t, n: self.netlink.getsockname(t, n, CONTINUE),
-            (x64, NR_X86_64.setsockopt): lambda t, n: self.netlink.setsockopt(t, n, CONTINUE),
+            (x64, NR_X86_64.setsockopt): self.sys_setsockopt,
+            (x64, NR_X86_64.getsockopt): lambda t, n: self.sockfilters.getsockopt(t, n, CONTINUE),
             (x64, NR_X86_64.stat): self.sys_stat,
-            (x64, NR_X86_64.lstat): self.sys_stat,
+            (x64, NR_X86_64.lstat): self.sys_lstat,
+            (x64, NR_X86_64.symlink): self.sys_symlink,
+            (x64, NR_X86_64.symlinkat): self.sys_symlinkat,
+            (x64, NR_X86_64.readlink): self.sys_readlink,
+            (x64, NR_X86_64.readlinkat): self.sys_readlinkat,
             (x64, NR_X86_64.newfstatat): self.sys_newfstatat,
             (x64, NR_X86_64.statx): self.sys_statx,
             (x64, NR_X86_64.access): self.sys_access,
@@ -247,8 +260,20 @@ class Supervisor(PathSyscalls):
                                   f"{_s32(n.data.args[2])}) = {format_ret(ret)}")
         return ret
 
+    def sys_setsockopt(self, task: Task, n):
+        """setsockopt(2): SOL_NETLINK on emulated rtnetlink sockets (netlink.py); socket
+        filters naming emulated programs (sockopt.py); everything else CONTINUEs."""
+        if _s32(n.data.args[1]) == SOL_NETLINK:
+            return self.netlink.setsockopt(task, n, CONTINUE)
+        ret = self.sockfilters.setsockopt(task, n, CONTINUE)
+        if ret is not CONTINUE:
+            self._trace(task.pid, f"setsockopt({_s32(n.data.args[0])}, SOL_SOCKET, "
+                                  f"{_s32(n.data.args[2])}) = {format_ret(ret)}")
+        return ret
+
     def close(self) -> None:
         with self.lock:
+            self.sockfilters.close()
             self.epoll.close()
             self.netlink.close()
             self.files.close()
