@@ -1,6 +1,7 @@
 """BPF iterators — kernel/bpf/bpf_iter.c (the target registry, bpf_iter_prog_supported,
 bpf_iter_link_attach, bpf_iter_new_fd, bpf_seq_read) with the object iterators of
-kernel/bpf/map_iter.c, prog_iter.c, link_iter.c and task_iter.c.
+kernel/bpf/map_iter.c, prog_iter.c, link_iter.c and task_iter.c, and the map element walk of
+fakekernel.map_iter.
 
 A target ``X`` is the kernel function ``bpf_iter_X`` whose BTF prototype is the ctx the
 program sees: ``struct bpf_iter_meta *meta`` then the object (NULL on the final call made
@@ -23,6 +24,7 @@ from fakekernel.btf_vmlinux import BPF_ITER_PREFIX, btf_index
 from fakekernel.errors import Errno, KernelError
 from fakekernel.fdtable import O_CLOEXEC, O_RDONLY, File
 from fakekernel.helpers.seq import SeqFile
+from fakekernel.map_iter import check_map_elem_map, map_elem_args, map_elem_next
 from uapi.bpf import LinkType
 from uapi.ffi import ffi
 
@@ -219,6 +221,8 @@ def bpf_iter_link_attach(kern, task, attr, prog) -> int:
             if not linfo.map.map_fd:
                 raise KernelError(Errno.EBADF, "a map iterator needs map_fd")
             _f, m = fdget.bpf_map_get(task, linfo.map.map_fd)
+            if name == b"bpf_map_elem":
+                check_map_elem_map(m)
             link.bpf_map = m.get(uref=True)         # bpf_map_get_with_uref()
     except KernelError:
         primer.cleanup()
@@ -241,12 +245,22 @@ class BpfIterFile:
     seq_num: int = 0
     done_stop: bool = False
     pending: bytes = b""          # produced but not yet read (seq->count from seq->from)
+    last_key: bytes | None = None  # map element walks: the key shown last
+    pushback: bytes | None = None  # ... and one to show again at the next read
 
     def file_release(self, file) -> None:
         self.prog.put()
 
     # ---- seq_operations: start/next/show/stop over the target's walk ----
     def _next(self):
+        if self.link.target == b"bpf_map_elem":
+            if self.pushback is not None:
+                key, self.pushback = self.pushback, None
+            else:
+                key = map_elem_next(self.link.bpf_map, self.last_key)
+            if key is not None:
+                self.last_key = key
+            return key
         walk = _WALKS[self.link.target][0]
         if self.link.target in _TASK_TARGETS:
             found = walk(self.kern, self.pos, self.link.task_pid)
@@ -266,8 +280,11 @@ class BpfIterFile:
             seq_addr = self.kern.mem.map_object(self.seq)
             meta = images.image("bpf_iter_meta", {"seq": seq_addr, "session_id": self.session_id,
                                                    "seq_num": self.seq_num})
-            obj_addr = images.object_image(_WALKS[self.link.target][1], obj) if obj is not None else 0
-            ctx = images.ctx([meta, obj_addr])
+            if self.link.target == b"bpf_map_elem":
+                args = map_elem_args(images, self.link.bpf_map, obj)
+            else:
+                args = [images.object_image(_WALKS[self.link.target][1], obj) if obj is not None else 0]
+            ctx = images.ctx([meta, *args])
             ret = bpf_prog_run(self.kern, self.prog, ctx) & 0xFFFFFFFF
         finally:
             images.unmap()
@@ -275,7 +292,7 @@ class BpfIterFile:
 
     def read(self, size: int) -> bytes:
         """bpf_seq_read(): up to `size` bytes; b"" at the end; KernelError on E2BIG/EAGAIN."""
-        if self.link.target not in _WALKS:
+        if self.link.target not in _WALKS and self.link.target != b"bpf_map_elem":
             raise KernelError(Errno.EOPNOTSUPP, f"iterator {self.link.target!r} is not modelled")
         if self.pending:
             out, self.pending = self.pending[:size], self.pending[size:]
@@ -320,6 +337,9 @@ class BpfIterFile:
 
     def _rewind(self, obj) -> None:
         """The next read starts again at `obj` (start() finds the current object again)."""
+        if self.link.target == b"bpf_map_elem":
+            self.pushback = obj
+            return
         self.pos = obj.pid if self.link.target == b"task" else _obj_id(obj)
 
 
