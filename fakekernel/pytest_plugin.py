@@ -69,6 +69,9 @@ def check_leaks(kern: Kernel) -> None:
     held |= kern.world.attached_objects() if kern.world is not None else set()
     # a held program holds the maps it uses (prog->aux->used_maps)
     held |= {m for o in list(held) for m in getattr(getattr(o, "aux", None), "used_maps", ())}
+    # ... and held maps and programs hold their BTF (map->btf, prog->aux->btf)
+    held |= {b for o in list(held) for b in (getattr(o, "btf", None), getattr(getattr(o, "aux", None), "btf", None))
+             if b is not None}
     unexpected = {k: [o for o in v if o not in held] for k, v in live.items()}
     unexpected = {k: v for k, v in unexpected.items() if v}
     if open_fds:

@@ -8,23 +8,29 @@ and the next run with that DIR starts from them (same ids, contents, names, flag
 
 The file format (versioned JSON, never pickle; bytes are lower-case hex strings)::
 
-    {"format": "fakekernel-state", "version": 1, "kernel": "6.18", "nr_cpus": 2,
+    {"format": "fakekernel-state", "version": 2, "kernel": "6.18", "nr_cpus": 2,
      "id_cursors": {"map": 7, "prog": 3, "link": 1, "btf": 1},
+     "btfs":  [{"id", "data" (the raw BTF as loaded)}],
      "maps":  [{"id", "map_type", "key_size", "value_size", "max_entries", "map_flags",
                 "map_extra", "numa_node", "name", "frozen", "hashrnd" (hash maps),
+                "btf_id", "btf_key_type_id", "btf_value_type_id", "btf_vmlinux_value_type_id",
                 "elements": [[key, value], ...] | null (contents not saved for this type)}],
      "progs": [{"id", "prog_type", "expected_attach_type", "prog_flags", "name", "license",
                 "insns" (as the loader passed them), "map_refs": [[insn_index, map_id]...],
-                "run_cnt", "run_time_ns"}],
+                "btf_id", "func_info", "line_info" (kernel-size records), "attach_btf_id"
+                (a vmlinux target), "run_cnt", "run_time_ns"}],
      "bpffs": {"mode", "uid", "gid", "children": {name: node}}}
         node = a directory {"mode", "uid", "gid", "children"}
              | a pin {"pin": "map" | "prog", "id", "mode", "uid", "gid"}
 
 Array elements whose value is all zeroes are left out (absent reads as zero).  Per-CPU
 values are saved for every CPU.  Programs are loaded again through PROG_LOAD (the
-verifier runs again) with their map references pointing at the restored maps.  Not
-saved: links (a pinned link is reported and skipped), attachments to the simulated
-world, BTF objects, load times, LRU recency.
+verifier runs again) with their map references pointing at the restored maps, and with their
+BTF, func_info/line_info and vmlinux attach target.  The BTF objects those maps and programs
+use are saved with them (loaded again first, under their saved ids).  Version 1 files (no BTF)
+still load.  Not saved: links (a pinned link is reported and skipped), attachments to the
+simulated world, programs attached to another program (EXT / fentry on a prog), load times,
+LRU recency.
 """
 from __future__ import annotations
 
@@ -38,13 +44,15 @@ from fakekernel.task import ROOT, Task
 from uapi import calls
 from uapi.bpf import (BPF_DW, BPF_IMM, BPF_LD, BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, BpfCmd,
                       MapType)
+from uapi.ffi import ffi
 from uapi.insn import Insn, decode_prog, encode_prog
 
 __all__ = ["save", "load", "save_dir", "load_dir", "StateError", "StateLock", "FORMAT",
            "VERSION", "STATE_FILE"]
 
 FORMAT = "fakekernel-state"
-VERSION = 1
+VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 STATE_FILE = "state.json"
 LOCK_FILE = ".lock"
 _LD_IMM64 = BPF_LD | BPF_DW | BPF_IMM
@@ -73,11 +81,25 @@ def save(kern) -> tuple[dict, list[str]]:
         "format": FORMAT, "version": VERSION, "kernel": kern.version, "nr_cpus": kern.nr_cpus,
         "id_cursors": {"map": kern.map_idr.cursor, "prog": kern.prog_idr.cursor,
                        "link": kern.link_idr.cursor, "btf": kern.btf_idr.cursor},
+        "btfs": [{"id": b.id, "data": bytes(b.data).hex()} for _, b in sorted(_btfs(maps, progs).items())],
         "maps": [_save_map(m, warnings) for _, m in sorted(maps.items())],
         "progs": [_save_prog(kern, p, warnings) for _, p in sorted(progs.items())],
         "bpffs": tree,
     }
     return doc, warnings
+
+
+def _btfs(maps: dict, progs: dict) -> dict:
+    """id -> the user BTF objects the saved maps and programs hold."""
+    out = {}
+    for btf in [m.btf for m in maps.values()] + [p.aux.btf for p in progs.values()]:
+        if btf is not None and not btf.kernel_btf:
+            out[btf.id] = btf
+    return out
+
+
+def _btf_id(btf) -> int:
+    return 0 if btf is None or btf.kernel_btf else btf.id
 
 
 def _inode_meta(node: Inode) -> dict:
@@ -109,7 +131,9 @@ def _save_map(m, warnings: list[str]) -> dict:
     doc = {"id": m.id, "map_type": m.map_type, "key_size": m.key_size,
            "value_size": m.value_size, "max_entries": m.max_entries, "map_flags": m.map_flags,
            "map_extra": m.map_extra, "numa_node": m.numa_node, "name": _name(m.name),
-           "frozen": m.frozen}
+           "frozen": m.frozen, "btf_id": _btf_id(m.btf), "btf_key_type_id": m.btf_key_type_id,
+           "btf_value_type_id": m.btf_value_type_id,
+           "btf_vmlinux_value_type_id": m.btf_vmlinux_value_type_id}
     if hasattr(m, "hashrnd"):
         doc["hashrnd"] = m.hashrnd
     doc["elements"] = _map_elements(m, warnings)
@@ -191,11 +215,18 @@ def _value_addr(m, off: int) -> int | None:
 
 
 def _save_prog(kern, p, warnings: list[str]) -> dict:
-    return {"id": p.aux.id, "prog_type": p.type, "expected_attach_type": p.expected_attach_type,
-            "prog_flags": p.prog_flags, "name": _name(p.aux.name),
+    aux = p.aux
+    attach_btf_id = aux.attach_btf_id if aux.attach_btf is not None and aux.attach_btf.kernel_btf else 0
+    if aux.attach_btf_id and not attach_btf_id:
+        warnings.append(f"prog {aux.id} ({_name(aux.name)}): its attach target is another program, "
+                        "which is not saved")
+    return {"id": aux.id, "prog_type": p.type, "expected_attach_type": p.expected_attach_type,
+            "prog_flags": p.prog_flags, "name": _name(aux.name),
             "license": (_GPL if p.gpl_compatible else _NOT_GPL).decode(),
             "insns": bytes(p.orig_insns).hex(), "map_refs": _prog_map_refs(kern, p),
-            "run_cnt": p.aux.run_cnt, "run_time_ns": p.aux.run_time_ns}
+            "btf_id": _btf_id(aux.btf), "func_info": bytes(aux.orig_func_info).hex(),
+            "line_info": bytes(aux.orig_line_info).hex(), "attach_btf_id": attach_btf_id,
+            "run_cnt": aux.run_cnt, "run_time_ns": aux.run_time_ns}
 
 
 # ---------------------------------------------------------------- load
@@ -215,16 +246,22 @@ def load(kern, doc: dict) -> None:
     """Recreate the saved pins and their objects in a freshly booted `kern`."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise StateError("not a fakekernel state file")
-    if doc.get("version") != VERSION:
+    if doc.get("version") not in _READABLE_VERSIONS:
         raise StateError(f"state format version {doc.get('version')} (this fakekernel reads "
                          f"version {VERSION})")
     if doc["nr_cpus"] != kern.nr_cpus:
         raise StateError(f"saved with nr_cpus={doc['nr_cpus']}, this kernel has {kern.nr_cpus}")
     ld = _Loader(kern)
     try:
-        maps = {m["id"]: _load_map(ld, m) for m in doc["maps"]}
-        progs = {p["id"]: _load_prog(ld, p, maps) for p in doc["progs"]}
+        btfs = {b["id"]: _load_btf(ld, b) for b in doc.get("btfs", ())}
+        maps = {m["id"]: _load_map(ld, m, btfs) for m in doc["maps"]}
+        progs = {p["id"]: _load_prog(ld, p, maps, btfs) for p in doc["progs"]}
         # the objects got fresh ids from the restore; give them their saved ones
+        for saved_id, b in btfs.items():
+            kern.btf_idr.remove(b.id)
+        for saved_id, b in btfs.items():
+            kern.btf_idr.alloc_at(b, saved_id)
+            b.id = saved_id
         for saved_id, m in maps.items():
             kern.map_idr.remove(m.id)
         for saved_id, p in progs.items():
@@ -248,12 +285,33 @@ def load(kern, doc: dict) -> None:
         ld.task.files.close_all()
 
 
-def _load_map(ld: _Loader, m: dict):
+def _load_btf(ld: _Loader, b: dict):
+    data = bytes.fromhex(b["data"])
+    ret, _ = calls.raw(ld, BpfCmd.BTF_LOAD, "btf_size", btf=data, btf_size=len(data))
+    if ret < 0:
+        raise StateError(f"BTF {b['id']} does not load again: errno {-ret}")
+    return ld.task.files.fdget(ret).private_data
+
+
+def _btf_fd(ld: _Loader, btfs: dict, btf_id: int) -> int:
+    """An fd of the restored BTF a saved object named (0: none)."""
+    if not btf_id:
+        return 0
+    for fd, f in ld.task.files.items():
+        if f.private_data is btfs[btf_id]:
+            return fd
+    raise StateError(f"BTF {btf_id} was not restored")
+
+
+def _load_map(ld: _Loader, m: dict, btfs: dict):
     try:
         fd = calls.map_create(ld, m["map_type"], m["key_size"], m["value_size"],
                               m["max_entries"], map_flags=m["map_flags"],
                               name=m["name"].encode("latin-1"), numa_node=max(m["numa_node"], 0),
-                              map_extra=m["map_extra"])
+                              map_extra=m["map_extra"], btf_fd=_btf_fd(ld, btfs, m.get("btf_id", 0)),
+                              btf_key_type_id=m.get("btf_key_type_id", 0),
+                              btf_value_type_id=m.get("btf_value_type_id", 0),
+                              btf_vmlinux_value_type_id=m.get("btf_vmlinux_value_type_id", 0))
     except calls.BpfError as e:
         raise StateError(f"map {m['id']} cannot be created again: {e}") from None
     obj = ld.task.files.fdget(fd).private_data
@@ -268,7 +326,7 @@ def _load_map(ld: _Loader, m: dict):
     return obj
 
 
-def _load_prog(ld: _Loader, p: dict, maps: dict):
+def _load_prog(ld: _Loader, p: dict, maps: dict, btfs: dict):
     insns = decode_prog(bytes.fromhex(p["insns"]))
     fds: dict[int, int] = {}
     for idx, map_id in p["map_refs"]:
@@ -277,14 +335,25 @@ def _load_prog(ld: _Loader, p: dict, maps: dict):
             fds[map_id] = calls.map_get_fd_by_id(ld, m.id)
         old = insns[idx]
         insns[idx] = Insn(old.code, old.dst_reg, old.src_reg, old.off, fds[map_id])
-    ret, _ = calls.raw(ld, BpfCmd.PROG_LOAD, "expected_attach_type", prog_type=p["prog_type"],
+    finfo, linfo = bytes.fromhex(p.get("func_info", "")), bytes.fromhex(p.get("line_info", ""))
+    log = bytearray(1 << 16)
+    fsize, lsize = ffi.sizeof("struct bpf_func_info"), ffi.sizeof("struct bpf_line_info")
+    ret, _ = calls.raw(ld, BpfCmd.PROG_LOAD, "log_true_size", prog_type=p["prog_type"],
                        insns=encode_prog(insns), insn_cnt=len(insns),
                        license=p["license"].encode() + b"\0",
                        prog_name=p["name"].encode("latin-1"),
                        expected_attach_type=p["expected_attach_type"],
-                       prog_flags=p["prog_flags"])
+                       prog_flags=p["prog_flags"], prog_btf_fd=_btf_fd(ld, btfs, p.get("btf_id", 0)),
+                       func_info=finfo or None, func_info_cnt=len(finfo) // fsize,
+                       func_info_rec_size=fsize if finfo else 0,
+                       line_info=linfo or None, line_info_cnt=len(linfo) // lsize,
+                       line_info_rec_size=lsize if linfo else 0,
+                       attach_btf_id=p.get("attach_btf_id", 0), log_level=1, log_size=len(log),
+                       log_buf=log)
     if ret < 0:
-        raise StateError(f"prog {p['id']} ({p['name']}) does not load again: errno {-ret}")
+        last = bytes(log).split(b"\0", 1)[0].decode(errors="replace").strip().splitlines()[-2:]
+        raise StateError(f"prog {p['id']} ({p['name']}) does not load again: errno {-ret}"
+                         + (f" ({' / '.join(last)})" if last else ""))
     prog = ld.task.files.fdget(ret).private_data
     prog.aux.run_cnt, prog.aux.run_time_ns = p["run_cnt"], p["run_time_ns"]
     return prog

@@ -172,7 +172,7 @@ def test_state_dir_files_and_lock(tmp_path):
     populate(k)
     assert save_dir(k, str(tmp_path / "s")) == []
     doc = json.loads((tmp_path / "s" / "state.json").read_text())
-    assert (doc["format"], doc["version"]) == ("fakekernel-state", 1)
+    assert (doc["format"], doc["version"]) == ("fakekernel-state", 2)
     k2 = Kernel()
     assert load_dir(k2, str(tmp_path / "s")) is True
     assert set(k2.bpffs.pins()) == set(k.bpffs.pins())
@@ -215,3 +215,74 @@ def test_state_pinned_link_is_reported_not_saved():
     doc, warnings = save(k)
     assert warnings == ["/sys/fs/bpf/l: pinned links are not saved"]
     assert doc["bpffs"]["children"] == {}
+
+
+def btf_objects(k):
+    """A BTF with int, a struct { int; bpf_spin_lock } value and a main() FUNC; its fd and ids."""
+    from btfutil import BtfWriter, btf_load
+    w = BtfWriter()
+    i = w.int_("int", 4, encoding=1)
+    lock = w.struct("bpf_spin_lock", 4, [("val", i, 0)])
+    val = w.struct("val", 8, [("cnt", i, 0), ("lock", lock, 32)])
+    proto = w.func_proto(i, [("ctx", i)])
+    main = w.func("main", proto, linkage=1)
+    r = btf_load(k, w.blob())
+    assert r.ret > 0
+    return r.ret, i, val, main
+
+
+def test_state_roundtrip_keeps_btf_of_maps_and_progs():
+    k = Kernel()
+    btf_fd, i, val, main = btf_objects(k)
+    m = calls.map_create(k, MapType.HASH, 4, 8, 4, name="locked", btf_fd=btf_fd,
+                         btf_key_type_id=i, btf_value_type_id=val)
+    calls.map_update_elem(k, m, K(1), V(5, 4) + bytes(4))
+    finfo = (0).to_bytes(4, "little") + main.to_bytes(4, "little")
+    ret, _ = calls.raw(k, calls.BpfCmd.PROG_LOAD, "log_true_size", prog_type=ProgType.XDP,
+                       insns=encode_prog([BPF_MOV64_IMM(0, 2), BPF_EXIT_INSN()]), insn_cnt=2,
+                       license=b"GPL\0", prog_btf_fd=btf_fd, func_info=finfo, func_info_cnt=1,
+                       func_info_rec_size=8)
+    assert ret > 0
+    calls.obj_pin(k, m, "/sys/fs/bpf/locked")
+    calls.obj_pin(k, ret, "/sys/fs/bpf/prog")
+    m_info = calls.obj_get_info_by_fd(k, m, "map")[0]
+    p_info = calls.obj_get_info_by_fd(k, ret, "prog")[0]
+    for fd in (m, ret, btf_fd):
+        k.close(fd)
+    k2 = roundtrip(k)
+    m2 = calls.obj_get(k2, "/sys/fs/bpf/locked")
+    p2 = calls.obj_get(k2, "/sys/fs/bpf/prog")
+    m2_info = calls.obj_get_info_by_fd(k2, m2, "map")[0]
+    p2_info = calls.obj_get_info_by_fd(k2, p2, "prog")[0]
+    assert (m2_info.btf_id, m2_info.btf_key_type_id, m2_info.btf_value_type_id) == \
+        (m_info.btf_id, m_info.btf_key_type_id, m_info.btf_value_type_id) != (0, 0, 0)
+    assert (p2_info.btf_id, p2_info.nr_func_info) == (p_info.btf_id, 1)
+    assert calls.map_lookup_elem(k2, m2, K(1), 8) == V(5, 4) + bytes(4)
+    with pytest.raises(calls.BpfError):            # the spin lock is known again: BPF_F_LOCK works only with it
+        calls.map_lookup_elem(k2, m2, K(1), 8, flags=4 << 1)
+    assert calls.map_lookup_elem(k2, m2, K(1), 8, flags=4) == V(5, 4) + bytes(4)
+    for fd in (m2, p2):
+        k2.close(fd)
+    check_leaks(k)
+    check_leaks(k2)
+
+
+def test_state_version_1_documents_still_load():
+    k = Kernel()
+    fd = calls.map_create(k, MapType.HASH, 4, 4, 4, name="old")
+    calls.map_update_elem(k, fd, K(3), V(9, 4))
+    calls.obj_pin(k, fd, "/sys/fs/bpf/old")
+    k.close(fd)
+    doc, _ = save(k)
+    doc["version"] = 1
+    doc.pop("btfs")
+    for m in doc["maps"]:
+        for f in ("btf_id", "btf_key_type_id", "btf_value_type_id", "btf_vmlinux_value_type_id"):
+            m.pop(f)
+    k2 = Kernel()
+    load(k2, doc)
+    fd2 = calls.obj_get(k2, "/sys/fs/bpf/old")
+    assert calls.map_lookup_elem(k2, fd2, K(3), 4) == V(9, 4)
+    k2.close(fd2)
+    check_leaks(k)
+    check_leaks(k2)
