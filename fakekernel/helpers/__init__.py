@@ -43,7 +43,7 @@ from fakekernel.helpers.syscall import SYSCALL_PROTOS, SYSCALL_RUNTIME
 from fakekernel.helpers.sk_lookup import SK_LOOKUP_RUNTIME
 from fakekernel.helpers.sk_storage import SK_STORAGE_RUNTIME
 from fakekernel.helpers.sock_cookie import SOCK_COOKIE_RUNTIME
-from fakekernel.helpers.sock_map import SOCK_MAP_PROTOS
+from fakekernel.helpers.sock_map import SOCK_MAP_PROTOS, SOCK_MAP_RUNTIME
 from uapi.asm import func_id_name
 
 __all__ = ["PROTOS", "HELPERS", "UNIMPLEMENTED_AT_RUNTIME", "HelperNotImplemented", "FuncProto",
@@ -59,7 +59,7 @@ PROTOS: dict[int, FuncProto] = {**FUNC_ARGS_PROTOS, PROBE_WRITE_USER_PROTO.func:
 HELPERS: dict = {**BASE_RUNTIME, **TRACE_RUNTIME, **SYSCALL_RUNTIME, **SK_LOOKUP_RUNTIME, **MAP_OPS_RUNTIME, **RINGBUF_RUNTIME, **NET_RUNTIME,
                  **PERF_OUTPUT_RUNTIME, **REDIRECT_RUNTIME, **SEQ_RUNTIME,
                  **LOCAL_STORAGE_RUNTIME, **CALLBACKS_RUNTIME, **DYNPTR_RUNTIME, **SPIN_LOCK_RUNTIME,
-                 **SK_STORAGE_RUNTIME, **SOCK_COOKIE_RUNTIME, **TIMER_RUNTIME, **LWT_RUNTIME, **REUSEPORT_RUNTIME, **PERF_PROG_RUNTIME,
+                 **SK_STORAGE_RUNTIME, **SOCK_MAP_RUNTIME, **SOCK_COOKIE_RUNTIME, **TIMER_RUNTIME, **LWT_RUNTIME, **REUSEPORT_RUNTIME, **PERF_PROG_RUNTIME,
                  **CGROUP_SOCK_RUNTIME, **SYSCTL_HELPERS_RUNTIME, **PRINTF_RUNTIME,
                  **STRINGS_RUNTIME, **TASK_RUNTIME,
                  **STACK_RUNTIME, **FUNC_ARGS_RUNTIME, **PERF_READ_RUNTIME, **RINGBUF_DYNPTR_RUNTIME, **FIB_RUNTIME,

@@ -106,3 +106,56 @@ def test_sock_ops_refused_connect_runs_the_client_callbacks(both):
     strip = [[r[:4] + r[5:] for r in x[1]] for x in (f, h)]    # the fake's failed socket has no port
     assert f[0] == h[0] == [-Errno.ECONNREFUSED]
     assert strip[0] == strip[1]
+
+
+def _updater(q, m, helper):
+    """key = op; r = bpf_sock_{map,hash}_update(ctx, m, &key, BPF_ANY); push (op, r)."""
+    return [BPF_MOV64_REG(6, 1), BPF_LDX_MEM(BPF_W, 2, 6, O("op")), BPF_STX_MEM(BPF_W, 10, 2, -4),
+            BPF_ST_MEM(BPF_W, 10, -12, 0), BPF_STX_MEM(BPF_W, 10, 2, -16),
+            BPF_MOV64_REG(1, 6), *BPF_LD_MAP_FD(2, m), BPF_MOV64_REG(3, 10), BPF_ALU64_IMM(BPF_ADD, 3, -4),
+            BPF_MOV64_IMM(4, 0), BPF_CALL_HELPER(helper), BPF_STX_MEM(BPF_W, 10, 0, -12),
+            *BPF_LD_MAP_FD(1, q), BPF_MOV64_REG(2, 10), BPF_ALU64_IMM(BPF_ADD, 2, -16), BPF_MOV64_IMM(3, 0),
+            BPF_CALL_HELPER(FuncId.map_push_elem)] + ret(1)
+
+
+@pytest.mark.parametrize("map_type,helper", [(MapType.SOCKMAP, FuncId.sock_map_update),
+                                             (MapType.SOCKHASH, FuncId.sock_hash_update)], ids=["map", "hash"])
+def test_sock_ops_adds_established_and_listening_sockets_to_a_socket_map(both, map_type, helper):
+    """Only the listen and established callbacks may add their socket (others: EOPNOTSUPP);
+    the keys present while the sockets live, and the records, match the kernel's."""
+    port, = free_ports(1)
+
+    def s(b):
+        with Scratch(b) as cg:
+            q = calls.map_create(b, MapType.QUEUE, 0, 8, 64)
+            m = calls.map_create(b, map_type, 4, 8, 16)
+            cg.maps += [q, m]
+            cg.attach(ProgType.SOCK_OPS, A.CGROUP_SOCK_OPS, _updater(q, m, helper), eat=0)
+
+            def ops(o):
+                lst = o.socket(socket.AF_INET, socket.SOCK_STREAM)
+                o.bind(lst, ("127.0.0.1", port))
+                o.listen(lst)
+                c = o.socket(socket.AF_INET, socket.SOCK_STREAM)
+                o.connect(c, ("127.0.0.1", port))
+                present = []
+                for k in range(16):
+                    try:
+                        calls.map_lookup_elem(b, m, k.to_bytes(4, "little"), 8)   # the socket's cookie
+                    except OSError:
+                        continue
+                    present.append(k)
+                return present
+            present = cg.run(ops)
+            recs = []
+            while True:
+                try:
+                    v = calls.map_lookup_and_delete_elem(b, q, None, 8)
+                except OSError:
+                    break
+                recs.append((int.from_bytes(v[:4], "little"), int.from_bytes(v[4:], "little", signed=True)))
+            return present, recs
+    fake, host = both
+    f, h = s(fake), s(host)
+    assert f == h
+    assert f[0] == [4, 5, 11] and (11, 0) in f[1] and any(r == -Errno.EOPNOTSUPP for _, r in f[1])
