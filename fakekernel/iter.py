@@ -13,6 +13,7 @@ BTF says (`fakekernel.btf_objects`), with the fields the simulated kernel knows 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 import attrs
 
@@ -24,7 +25,7 @@ from fakekernel.btf_vmlinux import BPF_ITER_PREFIX, btf_index
 from fakekernel.errors import Errno, KernelError
 from fakekernel.fdtable import O_CLOEXEC, O_RDONLY, File
 from fakekernel.helpers.seq import SeqFile
-from fakekernel.map_iter import check_map_elem_map, map_elem_args, map_elem_next
+from fakekernel.map_iter import MAP_ELEM_START, check_map_elem_map, map_elem_args, map_elem_rewind, map_elem_step
 from uapi.bpf import LinkType
 from uapi.ffi import ffi
 
@@ -72,26 +73,48 @@ def bpf_iter_prog_supported(prog, tgt) -> bool:
 
 # ---------------------------------------------------------------- targets with a walk here
 
-def _idr_walk(idr_name: str):
-    """The objects of an idr in id order, from `pos` on: (next position, object)."""
-    def walk(kern, pos: int):
+@attrs.frozen
+class _Walk:
+    """How the seq file walks one target: `step(kern, link, pos)` gives (the position after the
+    object, the object) or None at the end; `args(images, link, obj)` are the ctx arguments after
+    meta (obj None: the final call); `rewind(obj)` is the position that finds `obj` again."""
+
+    step: Callable
+    args: Callable
+    rewind: Callable
+    start: object = 1
+
+
+def _idr_step(idr_name: str):
+    """The objects of an idr in id order, from id `pos` on."""
+    def step(kern, link, pos: int):
         found = getattr(kern, idr_name).get_next(pos - 1)
         return None if found is None else (found[0] + 1, found[1])
-    return walk
+    return step
 
 
-def _task_walk(kern, pos: int, only_pid: int = 0):
-    """Tasks by pid (one thread per process here, so tid == tgid == pid)."""
-    tasks = sorted((t for t in kern.tasks if t.pid >= pos and (not only_pid or t.pid == only_pid)),
-                   key=lambda t: t.pid)
+def _task_step(kern, link, pos: int):
+    """Tasks by pid (one thread per process here, so tid == tgid == pid), or the link's one."""
+    only = link.task_pid
+    tasks = sorted((t for t in kern.tasks if t.pid >= pos and (not only or t.pid == only)), key=lambda t: t.pid)
     return None if not tasks else (tasks[0].pid + 1, tasks[0])
 
 
-# target -> (object walk, kind of object image)
-_WALKS = {b"bpf_map": (_idr_walk("map_idr"), "bpf_map"),
-          b"bpf_prog": (_idr_walk("prog_idr"), "bpf_prog"),
-          b"bpf_link": (_idr_walk("link_idr"), "bpf_link"),
-          b"task": (_task_walk, "task_struct")}
+def _object_args(kind: str):
+    return lambda images, link, obj: [images.object_image(kind, obj) if obj is not None else 0]
+
+
+def _obj_id(obj) -> int:
+    aux = getattr(obj, "aux", None)
+    return aux.id if aux is not None else obj.id
+
+
+_WALKS = {b"bpf_map": _Walk(_idr_step("map_idr"), _object_args("bpf_map"), _obj_id),
+          b"bpf_prog": _Walk(_idr_step("prog_idr"), _object_args("bpf_prog"), _obj_id),
+          b"bpf_link": _Walk(_idr_step("link_idr"), _object_args("bpf_link"), _obj_id),
+          b"task": _Walk(_task_step, _object_args("task_struct"), lambda t: t.pid),
+          b"bpf_map_elem": _Walk(map_elem_step, lambda images, link, key: map_elem_args(images, link.bpf_map, key),
+                                 map_elem_rewind, MAP_ELEM_START)}
 _TASK_TARGETS = (b"task", b"task_file", b"task_vma")
 # targets registered with BPF_ITER_RESCHED (sleepable programs allowed), measured on 6.18
 _RESCHED_TARGETS = frozenset({*_TASK_TARGETS, b"dmabuf", b"kmem_cache", b"ksym"})
@@ -241,31 +264,22 @@ class BpfIterFile:
     prog: object
     session_id: int
     seq: SeqFile = attrs.field(factory=lambda: SeqFile(_SEQ_BUF_SIZE))
-    pos: int = 1                  # the walk's position (next object id / pid)
+    pos: object = None            # the walk's position (_Walk.start when the file is made)
     seq_num: int = 0
     done_stop: bool = False
     pending: bytes = b""          # produced but not yet read (seq->count from seq->from)
-    last_key: bytes | None = None  # map element walks: the key shown last
-    pushback: bytes | None = None  # ... and one to show again at the next read
+
+    def __attrs_post_init__(self) -> None:
+        walk = _WALKS.get(self.link.target)
+        if self.pos is None and walk is not None:
+            self.pos = walk.start
 
     def file_release(self, file) -> None:
         self.prog.put()
 
     # ---- seq_operations: start/next/show/stop over the target's walk ----
     def _next(self):
-        if self.link.target == b"bpf_map_elem":
-            if self.pushback is not None:
-                key, self.pushback = self.pushback, None
-            else:
-                key = map_elem_next(self.link.bpf_map, self.last_key)
-            if key is not None:
-                self.last_key = key
-            return key
-        walk = _WALKS[self.link.target][0]
-        if self.link.target in _TASK_TARGETS:
-            found = walk(self.kern, self.pos, self.link.task_pid)
-        else:
-            found = walk(self.kern, self.pos)
+        found = _WALKS[self.link.target].step(self.kern, self.link, self.pos)
         if found is None:
             return None
         self.pos = found[0]
@@ -280,11 +294,7 @@ class BpfIterFile:
             seq_addr = self.kern.mem.map_object(self.seq)
             meta = images.image("bpf_iter_meta", {"seq": seq_addr, "session_id": self.session_id,
                                                    "seq_num": self.seq_num})
-            if self.link.target == b"bpf_map_elem":
-                args = map_elem_args(images, self.link.bpf_map, obj)
-            else:
-                args = [images.object_image(_WALKS[self.link.target][1], obj) if obj is not None else 0]
-            ctx = images.ctx([meta, *args])
+            ctx = images.ctx([meta, *_WALKS[self.link.target].args(images, self.link, obj)])
             ret = bpf_prog_run(self.kern, self.prog, ctx) & 0xFFFFFFFF
         finally:
             images.unmap()
@@ -292,7 +302,7 @@ class BpfIterFile:
 
     def read(self, size: int) -> bytes:
         """bpf_seq_read(): up to `size` bytes; b"" at the end; KernelError on E2BIG/EAGAIN."""
-        if self.link.target not in _WALKS and self.link.target != b"bpf_map_elem":
+        if self.link.target not in _WALKS:
             raise KernelError(Errno.EOPNOTSUPP, f"iterator {self.link.target!r} is not modelled")
         if self.pending:
             out, self.pending = self.pending[:size], self.pending[size:]
@@ -337,15 +347,7 @@ class BpfIterFile:
 
     def _rewind(self, obj) -> None:
         """The next read starts again at `obj` (start() finds the current object again)."""
-        if self.link.target == b"bpf_map_elem":
-            self.pushback = obj
-            return
-        self.pos = obj.pid if self.link.target == b"task" else _obj_id(obj)
-
-
-def _obj_id(obj) -> int:
-    aux = getattr(obj, "aux", None)
-    return aux.id if aux is not None else obj.id
+        self.pos = _WALKS[self.link.target].rewind(obj)
 
 
 def bpf_iter_new_fd(kern, task, link) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from fakekernel.errors import Errno, KernelError
 from uapi.bpf import MapType
 
-__all__ = ["check_map_elem_map", "map_elem_next", "map_elem_args"]
+__all__ = ["check_map_elem_map", "map_elem_step", "map_elem_rewind", "map_elem_args", "MAP_ELEM_START"]
 
 _PLAIN = frozenset({MapType.HASH, MapType.LRU_HASH, MapType.ARRAY})
 _PERCPU = frozenset({MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH, MapType.PERCPU_ARRAY})
@@ -25,12 +25,24 @@ def check_map_elem_map(m) -> None:
         raise KernelError(Errno.EINVAL, "map type has no element iterator")
 
 
-def map_elem_next(m, after: bytes | None) -> bytes | None:
-    """The key following `after` (the first key for None); None at the end."""
-    try:
-        return m.map_get_next_key(after)
-    except KernelError:
-        return None
+#: a walk's position: ("after", key) finds the key following `key` (None: the first key);
+#: ("at", key) shows `key` itself (a read that stopped before it)
+MAP_ELEM_START = ("after", None)
+
+
+def map_elem_step(kern, link, pos: tuple):
+    """(the position after the next element, its key), or None at the end."""
+    how, key = pos
+    if how == "after":
+        try:
+            key = link.bpf_map.map_get_next_key(key)
+        except KernelError:
+            return None
+    return ("after", key), key
+
+
+def map_elem_rewind(key: bytes) -> tuple:
+    return ("at", key)
 
 
 def map_elem_args(images, m, key: bytes | None) -> list[int]:

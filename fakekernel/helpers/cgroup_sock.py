@@ -19,14 +19,12 @@ from uapi.bpf import AttachType, FuncId
 from uapi.insn import s32, u64
 
 __all__ = ["CGROUP_SOCK_PROTOS", "CGROUP_SOCK_RUNTIME", "cgroup_common_func_proto",
-           "cgroup_current_func_proto", "EVENT_OUTPUT_DATA", "INIT_NET_COOKIE",
+           "cgroup_current_func_proto", "EVENT_OUTPUT_DATA",
            "SOCK_ADDR_SETSOCKOPT", "SOCK_ADDR_GETSOCKOPT", "SOCK_OPS_SETSOCKOPT", "SOCK_OPS_GETSOCKOPT",
            "BIND", "SOCK_OPS_CB_FLAGS_SET", "LOAD_HDR_OPT", "STORE_HDR_OPT", "RESERVE_HDR_OPT",
            "CTX_ARG", "NETNS_COOKIE_CTX", "SK_STORAGE_GET_CG_SOCK", "GET_CGROUP_CLASSID_CURR",
            "SOCK_ADDR_SK_LOOKUP_TCP", "SOCK_ADDR_SK_LOOKUP_UDP", "SOCK_ADDR_SKC_LOOKUP_TCP"]
 
-#: init_net's cookie (net/core/net_namespace.c: the first namespace gets the first cookie)
-INIT_NET_COOKIE = 3              # init_net's net_cookie on 6.18 (measured: the boot allocates 1 and 2 first)
 
 _RO_MEM = ArgType.PTR_TO_MEM | TypeFlag.MEM_RDONLY
 
@@ -177,8 +175,9 @@ def bpf_sock_ops_reserve_hdr_opt(env, r1, r2, r3, r4, r5) -> int:
 
 
 def bpf_get_netns_cookie(env, r1, r2, r3, r4, r5) -> int:
-    """bpf_get_netns_cookie(ctx or NULL): the socket's namespace (NULL: init_net's)."""
-    return INIT_NET_COOKIE
+    """bpf_get_netns_cookie(ctx or NULL): the socket's namespace (NULL: init_net's); the
+    simulated kernel has the one namespace."""
+    return env.kernel.world.net.net_cookie
 
 
 CGROUP_SOCK_RUNTIME = {

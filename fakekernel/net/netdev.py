@@ -52,6 +52,10 @@ class DevXdpState:
     link: dict = attrs.field(factory=dict)      # XdpMode -> XdpLink
 
 
+#: init_net's net_cookie on 6.18 (measured: the boot hands out cookies 1 and 2 first)
+INIT_NET_COOKIE = 3
+
+
 class NetNs:
     """struct net: the devices of the (only) network namespace, by ifindex and by name."""
 
@@ -65,6 +69,7 @@ class NetNs:
         self.tcx: dict = {}                            # ifindex -> {TCX attach type: MprogEntry}
         self.bpf: dict = {}                            # netns hooks (fakekernel.net.net_namespace)
         self.sched: dict = {}                          # ifindex -> DevSched (fakekernel.net.sched)
+        self.net_cookie = INIT_NET_COOKIE              # struct net's cookie (bpf_get_netns_cookie)
         self._ifindex = LOOPBACK_IFINDEX
         self._register(LOOPBACK)
         from fakekernel.net.fib import Fib

@@ -46,6 +46,19 @@ _POPEN = subprocess.Popen       # bound at import: the pytest plugin may stand i
 PROBE_CMD = 0x46414B45          # "FAKE": not a bpf command; only ever sent before exec
 PROBE_MAGIC = 0x4B45524E        # the supervisor's answer to it
 
+#: C shared by the exec trampolines: the seccomp filter handed over in argv as hex (`hex`),
+#: decoded into the struct sock_fprog `prog`
+HEX_FILTER_C = r"""
+	size_t n = strlen(hex) / 2;
+	unsigned char *buf = malloc(n ? n : 1);
+	for (size_t i = 0; i < n; i++) {
+		unsigned int b;
+		sscanf(hex + 2 * i, "%2x", &b);
+		buf[i] = (unsigned char)b;
+	}
+	struct sock_fprog prog = { .len = n / sizeof(struct sock_filter), .filter = (void *)buf };
+"""
+
 _C_SOURCE = r"""
 /* fakekernel-exec: install the runner's seccomp filter, hand over the listener, exec.
  * argv: SOCKFD SECCOMP_NR BPF_NR SET_MODE_FILTER FLAGS OPTIONAL_FLAGS FILTER_HEX PROBE_CMD
@@ -92,14 +105,7 @@ int main(int argc, char **argv)
 	unsigned long optional = strtoul(argv[6], 0, 0);
 	const char *hex = argv[7];
 	long probe_cmd = strtol(argv[8], 0, 0), probe_magic = strtol(argv[9], 0, 0);
-	size_t n = strlen(hex) / 2;
-	unsigned char *buf = malloc(n ? n : 1);
-	for (size_t i = 0; i < n; i++) {
-		unsigned int b;
-		sscanf(hex + 2 * i, "%2x", &b);
-		buf[i] = (unsigned char)b;
-	}
-	struct sock_fprog prog = { .len = n / sizeof(struct sock_filter), .filter = (void *)buf };
+	/*HEX_FILTER*/
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) {
 		snprintf(msg, sizeof(msg), "error prctl %d", errno);
 		report(sock, msg, -1);
@@ -129,7 +135,7 @@ int main(int argc, char **argv)
 	fprintf(stderr, "fakekernel run: %s: %s\n", argv[10], strerror(e));
 	return e == ENOENT ? 127 : 126;
 }
-"""
+""".replace("\t/*HEX_FILTER*/\n", HEX_FILTER_C)
 
 
 class LaunchError(RuntimeError):

@@ -29,7 +29,7 @@ import threading
 import time
 
 from fakekernel.runner.filter import build_filter
-from fakekernel.runner.launch import PROBE_CMD, PROBE_MAGIC, Launched, LaunchError, compiled_c
+from fakekernel.runner.launch import HEX_FILTER_C, PROBE_CMD, PROBE_MAGIC, Launched, LaunchError, compiled_c
 from fakekernel.runner.ptrace import PtraceGone, PtraceListener, ptrace
 from uapi.ptrace import WALL, Ptrace, PtraceOpt
 from uapi.errno import Errno
@@ -70,14 +70,7 @@ int main(int argc, char **argv)
 		return 126;	/* the supervisor went away */
 	close(go);
 	const char *hex = argv[5];
-	size_t n = strlen(hex) / 2;
-	unsigned char *buf = malloc(n ? n : 1);
-	for (size_t i = 0; i < n; i++) {
-		unsigned int b;
-		sscanf(hex + 2 * i, "%2x", &b);
-		buf[i] = (unsigned char)b;
-	}
-	struct sock_fprog prog = { .len = n / sizeof(struct sock_filter), .filter = (void *)buf };
+	/*HEX_FILTER*/
 	if (n && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0)
 		syscall(strtol(argv[2], 0, 0), strtoul(argv[4], 0, 0), 0UL, &prog);
 	syscall(strtol(argv[3], 0, 0), strtol(argv[6], 0, 0), NULL, 0);
@@ -86,7 +79,7 @@ int main(int argc, char **argv)
 	fprintf(stderr, "fakekernel run: %s: %s\n", argv[7], strerror(e));
 	return e == ENOENT ? 127 : 126;
 }
-"""
+""".replace("\t/*HEX_FILTER*/\n", HEX_FILTER_C)
 
 _PY_SOURCE = r"""
 import ctypes, os, sys

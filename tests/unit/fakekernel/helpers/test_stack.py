@@ -3,7 +3,7 @@ a sleeping task's stack, build-id stack maps, the perf_event_max_stack bound, an
 from __future__ import annotations
 
 from fakekernel.helpers.stack import USER_SYSCALL_IP, jhash2, kernel_callchain
-from helperutil import HelperProg
+from helperutil import HelperProg, prog_text
 from uapi import calls
 from uapi.bpf import MapFlags, MapType, ProgType
 
@@ -99,22 +99,10 @@ def test_jhash2_vectors():
 def test_kprobe_multi_func_ip_and_stack(kernel):
     """A kprobe_multi program fired by world.trace.call: bpf_get_func_ip is the function's
     address; the stack is the program, the probed function, then the syscall entry."""
-    from uapi.asm import assemble
     from uapi.bpf import AttachType
     from uapi.ffi import ffi
     m = calls.map_create(kernel, MapType.ARRAY, 4, 128, 1)
-    fd = calls.prog_load(kernel, ProgType.KPROBE, assemble(f"""
-        r9 = r1
-        r1 = 0
-        *(u32 *)(r10 -4) = r1
-        r1 = map[id:{m}]
-        r2 = r10
-        r2 += -4
-        call bpf_map_lookup_elem
-        if r0 != 0x0 goto pc+2
-        r0 = 0
-        exit
-        r6 = r0
+    fd = calls.prog_load(kernel, ProgType.KPROBE, prog_text("""
         r1 = r9
         call bpf_get_func_ip
         *(u64 *)(r6 +0) = r0
@@ -125,9 +113,7 @@ def test_kprobe_multi_func_ip_and_stack(kernel):
         r4 = 0
         call bpf_get_stack
         *(u64 *)(r6 +8) = r0
-        r0 = 0
-        exit
-    """), expected_attach_type=AttachType.TRACE_KPROBE_MULTI)
+    """, m, None), expected_attach_type=AttachType.TRACE_KPROBE_MULTI)
     name = ffi.new("char[]", b"vfs_read")
     syms = ffi.new("uint64_t[]", [int(ffi.cast("uintptr_t", name))])
     link = calls.link_create(kernel, fd, 0, AttachType.TRACE_KPROBE_MULTI, kprobe_multi__syms=syms,
